@@ -1,0 +1,125 @@
+"""The ``runstream`` command: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .broker import BrokerError, LocalBroker
+from .settings import LocalSettings
+
+log = logging.getLogger("runstream")
+
+
+class CommandError(RuntimeError):
+    """A failure the user can act on; printed without a traceback."""
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def local_settings(args: argparse.Namespace) -> LocalSettings:
+    overrides = {}
+    for field in ("home", "broker_port", "broker_controller_port"):
+        value = getattr(args, field, None)
+        if value is not None:
+            overrides[field] = value
+    try:
+        return LocalSettings(**overrides)
+    except ValidationError as exc:
+        raise CommandError(f"bad local settings: {exc}") from None
+
+
+def default_bootstrap(args: argparse.Namespace | None = None) -> str:
+    """--bootstrap, else RUNSTREAM_KAFKA_BOOTSTRAP, else the local broker's address."""
+    explicit = getattr(args, "bootstrap", None) if args else None
+    if explicit:
+        return explicit
+    env = os.environ.get("RUNSTREAM_KAFKA_BOOTSTRAP")
+    if env:
+        return env
+    settings = LocalSettings()
+    return LocalBroker(settings).status() or f"127.0.0.1:{settings.broker_port}"
+
+
+# -- broker -------------------------------------------------------------------
+
+
+def _broker(args: argparse.Namespace) -> int:
+    broker = LocalBroker(local_settings(args))
+    if args.action == "up":
+        print(broker.up(progress))
+        return 0
+    if args.action == "down":
+        broker.down(progress)
+        return 0
+    address = broker.status()
+    if address is None:
+        progress(f"no local broker is up (state directory {broker.dir})")
+        return 1
+    print(address)
+    return 0
+
+
+def _add_broker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "broker",
+        help="run a local single-node Kafka broker (jars from Maven Central)",
+        description="Start, stop or query the local Kafka broker. Its data and logs live "
+        "under $RUNSTREAM_HOME/kafka; its jars are cached under $RUNSTREAM_CACHE.",
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
+    p.add_argument("--port", dest="broker_port", type=int, help="client port (default 9092)")
+    p.add_argument(
+        "--controller-port", dest="broker_controller_port", type=int,
+        help="KRaft controller port (default 9093)",
+    )  # fmt: skip
+    p.set_defaults(func=_broker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runstream",
+        description="Bluesky documents over Kafka, routed per run.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_broker(sub)
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions():
+    """Subcommands defined next to the code they run."""
+    from . import commands
+
+    return commands.REGISTRY
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (CommandError, BrokerError) as exc:
+        print(f"runstream: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Settings of the local stack, overridable by ``RUNSTREAM_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LocalSettings(BaseSettings):
+    """Where the local broker and servers keep their state, and their ports."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_state_dir("runstream")),
+        description="State directory: broker data and logs, pid files, outboxes.",
+    )
+    cache: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("runstream")),
+        description="Download cache (Kafka's jars), shared by every state directory.",
+    )
+    kafka_version: str = "4.1.1"
+    broker_port: int = Field(default=9092, ge=1, le=65535)
+    broker_controller_port: int = Field(default=9093, ge=1, le=65535)
+    broker_heap: str = "512m"
+    broker_start_timeout: float = Field(default=90.0, gt=0)
+    kafka_pom: Path = REPO_ROOT / "deploy" / "kafka" / "pom.xml"

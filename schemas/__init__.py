@@ -1,0 +1,31 @@
+"""The runstream wire contract (version 1), shared by `producer` and `consumers`.
+
+A Kafka message is one event-model document: the key is its run's start uid,
+the value is ``msgpack([name, doc])`` and the headers carry the routing facts.
+"""
+
+from .codec import DOCUMENT_NAMES, decode, encode
+from .errors import ContractError, DecodeError, EncodeError, ValidationError
+from .headers import CONTRACT_VERSION, Headers
+from .keys import RunIndex
+from .partition import murmur2, partition_for
+from .topics import dead_letter_topic, document_topic
+from .validation import validate
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "DOCUMENT_NAMES",
+    "ContractError",
+    "DecodeError",
+    "EncodeError",
+    "Headers",
+    "RunIndex",
+    "ValidationError",
+    "dead_letter_topic",
+    "decode",
+    "document_topic",
+    "encode",
+    "murmur2",
+    "partition_for",
+    "validate",
+]
