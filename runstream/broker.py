@@ -297,7 +297,7 @@ class LocalBroker:
                     f"Tail of {self.log_file}:\n{_tail(self.log_file)}\n"
                     f"Tail of stdout:\n{_tail(self.dir / 'logs' / 'stdout.log', 15)}"
                 )
-            if _port_open(port) and _answers(f"127.0.0.1:{port}"):
+            if _port_open(port) and broker_answers(f"127.0.0.1:{port}"):
                 return
             waited = time.monotonic() - started
             if waited - said >= 5:
@@ -344,7 +344,7 @@ class LocalBroker:
             time.sleep(0.1)
 
 
-def _answers(bootstrap: str) -> bool:
+def broker_answers(bootstrap: str) -> bool:
     """The broker lists itself in metadata (it is unfenced and serving)."""
     from confluent_kafka.admin import AdminClient
 

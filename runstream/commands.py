@@ -1,4 +1,8 @@
-"""Registry of the subcommands that live beside the services they run."""
+"""Registry of the subcommands that live beside the services they run.
+
+Each entry adds one subcommand to ``runstream``; keep the imports inside the
+functions so that ``runstream --help`` stays fast.
+"""
 
 from __future__ import annotations
 

@@ -57,9 +57,7 @@ def _encode_extra(obj: Any) -> Any:
 
 def _dtype(descr: Any) -> np.dtype:
     if isinstance(descr, list | tuple):
-        descr = [
-            (_text(field[0]), _dtype(field[1]), *tuple(field[2:])) for field in descr
-        ]
+        descr = [(_text(field[0]), _dtype(field[1]), *tuple(field[2:])) for field in descr]
     elif isinstance(descr, bytes):
         descr = descr.decode("ascii")
     dtype = np.dtype(descr)

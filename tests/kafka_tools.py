@@ -1,0 +1,95 @@
+"""Small tools the tests use to look at a real broker."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_prefix(label: str = "t") -> str:
+    return f"{label}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> str:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
+    )
+    futures[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(name, timeout=5).topics.get(name)
+        if meta and meta.error is None and len(meta.partitions) == partitions:
+            return name
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {name} did not appear")
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+
+
+def read_all(
+    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30
+) -> list[Record]:
+    """Every record of ``topic`` from the start, in (partition, offset) order.
+
+    Reads until ``expect`` records arrived, or until the end of every partition
+    when ``expect`` is None.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        parts = [TopicPartition(topic, p, 0) for p in meta.partitions]
+        consumer.assign(parts)
+        records: list[Record] = []
+        at_eof: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if expect is not None and len(records) >= expect:
+                break
+            if expect is None and len(at_eof) == len(parts):
+                break
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == -191:  # _PARTITION_EOF
+                    at_eof.add(msg.partition())
+                continue
+            at_eof.discard(msg.partition())
+            records.append(
+                Record(
+                    msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                    dict(msg.headers() or []),
+                )
+            )  # fmt: skip
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        consumer.close()
