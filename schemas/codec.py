@@ -42,7 +42,8 @@ def _encode_extra(obj: Any) -> Any:
             kind, descr = b"V", obj.dtype.descr
         else:
             kind, descr = b"", obj.dtype.str
-        data = obj.data if obj.flags["C_CONTIGUOUS"] else obj.tobytes()
+        zero_copy = obj.flags["C_CONTIGUOUS"] and obj.dtype.kind not in "mM"
+        data = obj.data if zero_copy else obj.tobytes()
         return {_ND: True, b"type": descr, b"kind": kind, b"shape": obj.shape, b"data": data}
     if isinstance(obj, np.bool_ | np.number):
         return {_ND: False, b"type": obj.dtype.str, b"data": obj.tobytes()}
