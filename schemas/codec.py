@@ -32,6 +32,9 @@ DOCUMENT_NAMES = frozenset(
 )
 
 _ND = b"nd"
+# The binary map keys of msgpack-numpy's layout as they appear on the wire: a value
+# holding neither needs no object hook, which makes decoding a plain document faster.
+_ND_KEY, _COMPLEX_KEY = b"\xc4\x02nd", b"\xc4\x07complex"
 
 
 def _encode_extra(obj: Any) -> Any:
@@ -97,8 +100,13 @@ def decode(value: bytes | bytearray | memoryview | None) -> tuple[str, dict[str,
     """Unpack a message value into ``(name, doc)``; anything else raises `DecodeError`."""
     if value is None:
         raise DecodeError("message has no value")
+    if isinstance(value, memoryview):
+        value = value.tobytes()
     try:
-        obj = msgpack.unpackb(value, object_hook=_decode_extra, raw=False)
+        if _ND_KEY in value or _COMPLEX_KEY in value:
+            obj = msgpack.unpackb(value, object_hook=_decode_extra, raw=False)
+        else:
+            obj = msgpack.unpackb(value, raw=False)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises many types for bad bytes

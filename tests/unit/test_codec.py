@@ -128,6 +128,14 @@ def test_numpy_scalars_both_ways(scalar) -> None:
     _same(scalar, theirs["v"])
 
 
+def test_buffer_types_decode_alike() -> None:
+    value = schemas.encode("event", {"x": np.arange(3), "c": 1j})
+    for buffer in (value, bytearray(value), memoryview(value)):
+        name, doc = schemas.decode(buffer)
+        assert name == "event" and doc["c"] == 1j
+        np.testing.assert_array_equal(doc["x"], np.arange(3))
+
+
 def test_python_complex_and_object_arrays() -> None:
     _, got = schemas.decode(schemas.encode("event", {"c": 3 - 4j, "o": np.array(["a", 1], "O")}))
     assert got["c"] == 3 - 4j
