@@ -11,4 +11,11 @@ from collections.abc import Callable
 
 Register = Callable[[argparse._SubParsersAction], None]
 
-REGISTRY: list[Register] = []
+
+def _demo(sub: argparse._SubParsersAction) -> None:
+    from .demo import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_demo]

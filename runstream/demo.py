@@ -1,0 +1,208 @@
+"""``runstream demo``: the seed's multi-run plans through the whole local pipeline.
+
+Brings up what is missing (the local broker, and the local Tiled server with
+its writer when available), starts the table and plot consumer services as
+processes of their own, runs the sequential, nested and recursive plans
+through a RunEngine publishing with `KafkaPublisher`, shows the per-run tables
+as they arrive, lists the plot files, and stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .broker import LocalBroker
+from .cli import CommandError, progress
+from .settings import LocalSettings
+
+log = logging.getLogger(__name__)
+
+PLANS = ("sequential_runs", "nested_runs", "recursive_runs")
+
+
+@dataclass
+class Service:
+    """A consumer service run as its own process, its stdout relayed to ours."""
+
+    name: str
+    proc: subprocess.Popen
+    relay: threading.Thread | None = None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if self.relay is not None:
+            self.relay.join(5)
+        return code
+
+
+@dataclass
+class Demo:
+    settings: LocalSettings
+    keep: bool
+    npts: int
+    out: Path = field(init=False)
+    topic: str = field(init=False)
+    started: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.out = self.settings.home / "demo" / stamp
+        self.topic = f"demo-{stamp}.bluesky.runengine.documents"
+
+    # -- the local stack --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def broker(self) -> Iterator[str]:
+        broker = LocalBroker(self.settings)
+        address = broker.status()
+        if address:
+            progress(f"using the local broker already up at {address}")
+            yield address
+            return
+        address = broker.up(progress)
+        try:
+            yield address
+        finally:
+            if not self.keep:
+                broker.down(progress)
+
+    def service(self, kind: str, bootstrap: str, *extra: str, show: bool) -> Service:
+        cmd = [
+            sys.executable, "-m", "runstream.cli", "consume", kind,
+            "--topic", self.topic, "--group", f"demo-{kind}-{self.out.name}",
+            "--bootstrap", bootstrap, "--from-beginning", *extra,
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE if show else subprocess.DEVNULL, text=True, env=env
+        )
+        relay = None
+        if show:
+
+            def copy_lines() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+
+            relay = threading.Thread(target=copy_lines, daemon=True, name=f"{kind}-relay")
+            relay.start()
+        return Service(kind, proc, relay)
+
+    # -- the plans --------------------------------------------------------------
+
+    def run_plans(self, bootstrap: str) -> list[str]:
+        from bluesky import RunEngine
+
+        from producer import KafkaPublisher, lineage
+        from producer.plans import SEED_PLANS
+
+        publisher = KafkaPublisher(self.topic, bootstrap, self.out / "outbox", partitions=3)
+        RE = RunEngine({})
+        RE.preprocessors.append(lineage)
+        RE.subscribe(publisher)
+        uids: list[str] = []
+        try:
+            for name in PLANS:
+                progress(f"running {name}({self.npts}) ...")
+                uids += RE(SEED_PLANS[name](self.npts))
+        finally:
+            left = publisher.flush(30)
+            publisher.close(10)
+        if left:
+            raise CommandError(f"{left} documents were not delivered to Kafka (kept in the outbox)")
+        return list(uids)
+
+    def wait_for_outputs(self, uids: list[str], services: list[Service], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pending = set(uids)
+        while pending and time.monotonic() < deadline:
+            for service in services:
+                if service.proc.poll() is not None:
+                    raise CommandError(
+                        f"the {service.name} consumer exited early (code {service.proc.returncode})"
+                    )
+            for uid in list(pending):
+                tables = list((self.out / "tables").glob(f"*-{uid[:8]}.txt"))
+                plots = list((self.out / "plots").glob(f"*-{uid[:8]}-*.png"))
+                if tables and plots and "run ended" in tables[0].read_text():
+                    pending.discard(uid)
+            time.sleep(0.2)
+        if pending:
+            raise CommandError(
+                f"{len(pending)} run(s) did not reach the consumers within {timeout:.0f}s: "
+                + ", ".join(sorted(u[:8] for u in pending))
+            )
+
+    def run(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        progress(f"demo outputs in {self.out}")
+        with self.broker() as bootstrap:
+            services = [
+                self.service("table", bootstrap, "--out", str(self.out / "tables"), show=True),
+                self.service("plot", bootstrap, "--out", str(self.out / "plots"), show=False),
+            ]
+            try:
+                uids = self.run_plans(bootstrap)
+                self.wait_for_outputs(uids, services, timeout=90)
+            finally:
+                codes = {s.name: s.stop() for s in services}
+                if not self.keep:
+                    _delete_topics(bootstrap, [self.topic, self.topic + ".dlq"])
+            bad = {name: code for name, code in codes.items() if code != 0}
+            if bad:
+                raise CommandError(f"consumer(s) exited with errors: {bad}")
+        progress("")
+        progress(f"{len(uids)} runs went through Kafka to per-run tables and plots:")
+        for path in sorted((self.out / "tables").glob("*.txt")):
+            progress(f"  table {path}")
+        for path in sorted((self.out / "plots").glob("*.png")):
+            progress(f"  plot  {path}")
+        return 0
+
+
+def _delete_topics(bootstrap: str, topics: list[str]) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for topic, future in admin.delete_topics(topics, operation_timeout=10).items():
+        try:
+            future.result(15)
+        except Exception as exc:  # a topic never made (no dead letters) is fine
+            log.debug("topic %s not deleted: %s", topic, exc)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .cli import local_settings
+
+    return Demo(local_settings(args), keep=args.keep, npts=args.npts).run()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the seed's sequential, nested and recursive plans through the local pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--keep", action="store_true", help="leave the broker and topics running")
+    p.add_argument("--npts", type=int, default=6, help="points per run (default 6)")
+    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
+    p.set_defaults(func=_demo)
