@@ -1,0 +1,420 @@
+"""`KafkaPublisher`: a RunEngine callback that never blocks it and never loses a document.
+
+On the RunEngine's thread, each document is keyed by its run (``schemas.RunIndex``),
+numbered (``seq``, per run), encoded, and appended to the outbox with one write:
+microseconds. A delivery thread reads the outbox back in order, hands records to
+an idempotent librdkafka producer (``acks=all``, Java-compatible murmur2
+partitioning, no delivery timeout) and moves the outbox's watermark as Kafka
+acknowledges them. While the broker is down the outbox grows; when it returns
+the outbox drains in order. A publisher started on the outbox of one that died
+re-sends what was not acknowledged and closes every run left open with an abort
+stop document.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import schemas
+from schemas.topics import check_topic
+
+from .config import FsyncPolicy, PublisherSettings
+from .metrics import PublisherMetrics
+from .outbox import Outbox, Record, SegmentReader
+from .pages import PAGE_NAMES, split_to_fit
+
+log = logging.getLogger(__name__)
+
+#: Room left in a Kafka message for the key, the headers and the record's framing.
+ENVELOPE_ROOM = 1024
+_FORCED = {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"}
+_ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
+RESTART_REASON = "engine restarted: the run was still open in the publisher's outbox"
+
+
+class PublisherConfigError(ValueError):
+    """A setting the publisher cannot work with; raised at construction."""
+
+
+class KafkaPublisher:
+    """Publish every run's documents to ``topic`` through an outbox in ``outbox_dir``.
+
+    ``librdkafka`` takes extra client settings verbatim (SASL/SSL and the like),
+    e.g. ``KafkaPublisher(t, b, d, **{"security.protocol": "SASL_SSL"})``.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        bootstrap_servers: str,
+        outbox_dir: str | os.PathLike[str],
+        *,
+        partitions: int = 6,
+        replication_factor: int = 1,
+        max_message_bytes: int = 1_048_576,
+        retention_ms: int | None = None,
+        fsync: FsyncPolicy = "interval",
+        fsync_interval: float = 0.2,
+        max_outbox_bytes: int = 1 << 30,
+        producer_id: str | None = None,
+        **librdkafka: Any,
+    ) -> None:
+        try:
+            self.topic = check_topic(topic)
+        except ValueError as exc:
+            raise PublisherConfigError(str(exc)) from None
+        if partitions < 1:
+            raise PublisherConfigError(f"partitions must be at least 1, not {partitions}")
+        if replication_factor < 1:
+            raise PublisherConfigError(
+                f"replication_factor must be at least 1, not {replication_factor}"
+            )
+        if max_message_bytes < 4096:
+            raise PublisherConfigError(
+                f"max_message_bytes {max_message_bytes} is too small (< 4096)"
+            )
+        if fsync not in ("always", "interval", "never"):
+            raise PublisherConfigError(f"fsync must be always, interval or never, not {fsync!r}")
+        for key, value in _FORCED.items():
+            if key in librdkafka and str(librdkafka[key]).lower() != str(value).lower():
+                raise PublisherConfigError(
+                    f"{key}={librdkafka[key]!r} breaks delivery: runstream needs {value}"
+                )
+        self.partitions = partitions
+        self.replication_factor = replication_factor
+        self.max_message_bytes = max_message_bytes
+        self.retention_ms = retention_ms
+        self.fsync = fsync
+        self.fsync_interval = fsync_interval
+        self.max_outbox_bytes = max_outbox_bytes
+        self.producer_id = producer_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.metrics = PublisherMetrics()
+        self._conf = {
+            "bootstrap.servers": bootstrap_servers,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 0,  # never give up a document: the outbox holds it meanwhile
+            "message.max.bytes": max_message_bytes + ENVELOPE_ROOM,
+            "client.id": self.producer_id,
+            **librdkafka,
+            **_FORCED,
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        }
+        self._admin_conf = {
+            "bootstrap.servers": bootstrap_servers,
+            **{k: v for k, v in librdkafka.items() if k.startswith(_ADMIN_PREFIXES)},
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        }
+        self._producer = self._make_producer()
+        self.outbox = Outbox(Path(outbox_dir))  # raises OutboxError when unusable
+
+        self._index = schemas.RunIndex()
+        self._next_seq: dict[str, int] = {}
+        self._next_id = self.outbox.last_id + 1
+        self._limit = max_message_bytes - ENVELOPE_ROOM
+        self._over_bound_logged = 0.0
+        self._lock = threading.Lock()  # appends: the RunEngine's thread and recovery
+        self._close_left_open_runs()
+
+        self._wakeup = threading.Event()
+        self._stopping = threading.Event()
+        self._acked_cv = threading.Condition()
+        self._inflight: dict[int, Record] = {}
+        self._acked: set[int] = set()
+        self._topic_ready = False
+        self._rewind = False
+        self.metrics.outbox_bytes.set(self.outbox.bytes)
+        self._thread = threading.Thread(
+            target=self._deliver, name="runstream-publisher", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def from_settings(cls, settings: PublisherSettings, **librdkafka: Any) -> KafkaPublisher:
+        import json
+
+        extra: dict[str, Any] = {}
+        if settings.kafka_config_file is not None:
+            try:
+                extra = json.loads(settings.kafka_config_file.read_text())
+            except (OSError, ValueError) as exc:
+                raise PublisherConfigError(
+                    f"cannot read {settings.kafka_config_file}: {exc}"
+                ) from None
+            if not isinstance(extra, dict):
+                raise PublisherConfigError(f"{settings.kafka_config_file} must hold a JSON object")
+        return cls(
+            settings.resolved_topic,
+            settings.kafka_bootstrap,
+            settings.outbox_dir,
+            partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            max_message_bytes=settings.max_message_bytes,
+            retention_ms=settings.retention_ms,
+            fsync=settings.fsync,
+            fsync_interval=settings.fsync_interval,
+            max_outbox_bytes=settings.max_outbox_bytes,
+            **{**extra, **librdkafka},
+        )
+
+    def _make_producer(self) -> Producer:
+        try:
+            return Producer(self._conf)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise PublisherConfigError(f"invalid librdkafka setting: {exc}") from None
+
+    # -- the RunEngine's side -----------------------------------------------------
+
+    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
+        run = self._index.run_of(name, doc)
+        if run is None:
+            self._refuse_unkeyed(name, doc)
+            return
+        with self._lock:
+            if name in PAGE_NAMES:
+                parts = list(split_to_fit(name, doc, schemas.encode, self._limit))
+                if len(parts) > 1:
+                    self.metrics.pages_split.inc()
+                    log.info("run %s: %s split into %d pages to fit", run, name, len(parts))
+                for _part, value in parts:
+                    self._append(run, name, value)
+            else:
+                try:
+                    value = schemas.encode(name, doc)
+                except schemas.EncodeError as exc:
+                    self._append(run, name, repr(doc).encode(), refuse=f"unencodable: {exc}")
+                else:
+                    self._append(run, name, value)
+            if name == "stop":
+                self._next_seq.pop(run, None)
+
+    def _append(self, run: str, name: str, value: bytes, refuse: str | None = None) -> None:
+        seq = self._next_seq.get(run, 0)
+        self._next_seq[run] = seq + 1
+        headers = schemas.Headers(doc=name, run=run, seq=seq, producer=self.producer_id)
+        record = Record(self._next_id, run, name, seq, run.encode(), headers.to_kafka(), value)
+        if refuse is None and len(value) > self._limit:
+            refuse = f"oversize: {len(value)} bytes, the topic takes {self._limit}"
+        if refuse is not None:
+            path = self.outbox.refuse(record, refuse)
+            self.metrics.refused.labels(refuse.split(":", 1)[0]).inc()
+            log.error("run %s: %s (seq %d) not sent, %s; kept in %s", run, name, seq, refuse, path)
+            return
+        self._next_id += 1
+        size = self.outbox.append(record)
+        self.metrics.documents.inc()
+        if size > self.max_outbox_bytes:
+            self._over_bound(size)
+        self._wakeup.set()
+
+    def _over_bound(self, size: int) -> None:
+        self.metrics.over_bound.set(1)
+        now = time.monotonic()
+        if now - self._over_bound_logged > 10:
+            self._over_bound_logged = now
+            log.error(
+                "outbox %s holds %d bytes, over its bound of %d: Kafka is not taking documents; "
+                "nothing is dropped, the outbox keeps growing",
+                self.outbox.dir, size, self.max_outbox_bytes,
+            )  # fmt: skip
+
+    def _refuse_unkeyed(self, name: str, doc: Mapping[str, Any]) -> None:
+        record = Record(0, "", name, -1, b"", [], repr(dict(doc)).encode())
+        path = self.outbox.refuse(record, "no run: it points at nothing this publisher has seen")
+        self.metrics.refused.labels("unkeyed").inc()
+        log.error("%s %s belongs to no known run; kept in %s", name, doc.get("uid", ""), path)
+
+    def _close_left_open_runs(self) -> None:
+        """Abort stops for the runs a previous publisher on this outbox left open."""
+        for run, last_seq in sorted(self.outbox.runs.last_seq.items()):
+            self._next_seq[run] = last_seq + 1
+            stop = {
+                "uid": str(uuid.uuid4()),
+                "run_start": run,
+                "time": time.time(),
+                "exit_status": "abort",
+                "reason": RESTART_REASON,
+                "num_events": {},
+            }
+            log.warning("run %s: closing it with an abort stop (%s)", run, RESTART_REASON)
+            self._append(run, "stop", schemas.encode("stop", stop))
+            self._next_seq.pop(run, None)
+
+    # -- delivery -------------------------------------------------------------------
+
+    def _deliver(self) -> None:
+        reader = SegmentReader(self.outbox, after=self.outbox.watermark)
+        next_topic_try = 0.0
+        last_sync = time.monotonic()
+        while True:
+            stopping = self._stopping.is_set()
+            if stopping and (self._unacked() == 0 or self._abandon):
+                break
+            now = time.monotonic()
+            if not self._topic_ready and now >= next_topic_try:
+                self._topic_ready = self._ensure_topic()
+                next_topic_try = now + 2.0
+            if self.fsync == "interval" and now - last_sync >= self.fsync_interval:
+                self.outbox.sync()
+                last_sync = now
+            if self._rewind:
+                reader.rewind(self.outbox.watermark)
+                self._rewind = False
+            if self._topic_ready and len(self._producer) < 50_000:
+                records = reader.read(2000)
+                if records and self.fsync == "always":
+                    self.outbox.sync()
+                for i, record in enumerate(records):
+                    if not self._produce(record):
+                        reader.rewind(records[i].id - 1)
+                        break
+            self._producer.poll(0.02)
+            self._advance()
+            self._wakeup.wait(0.02)
+            self._wakeup.clear()
+        self._producer.flush(1)
+        self._advance()
+
+    def _produce(self, record: Record) -> bool:
+        self._inflight[record.id] = record
+        try:
+            self._producer.produce(
+                self.topic,
+                key=record.key,
+                value=record.value,
+                headers=record.headers,
+                on_delivery=lambda err, msg, rid=record.id: self._delivered(err, rid),
+            )
+        except BufferError:
+            self._inflight.pop(record.id, None)
+            return False
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                self._refused_by_kafka(record, str(exc))
+                return True
+            self._inflight.pop(record.id, None)
+            log.warning("producing record %d failed (%s); retrying", record.id, exc)
+            return False
+        return True
+
+    def _delivered(self, err: KafkaError | None, rid: int) -> None:
+        if err is None:
+            self._acked.add(rid)
+            self.metrics.broker_up.set(1)
+            return
+        record = self._inflight.get(rid)
+        if record is None:
+            return
+        if err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD):
+            self._refused_by_kafka(record, err.str())
+            return
+        log.warning("run %s: delivery of seq %d failed (%s); re-sending from the watermark",
+                    record.run, record.seq, err.str())  # fmt: skip
+        self._inflight.clear()
+        self._acked.clear()
+        self._rewind = True
+        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            self._topic_ready = False
+
+    def _refused_by_kafka(self, record: Record, reason: str) -> None:
+        path = self.outbox.refuse(record, f"broker refused: {reason}")
+        self.metrics.refused.labels("broker").inc()
+        log.error("run %s: Kafka refused %s seq %d (%s); kept in %s",
+                  record.run, record.name, record.seq, reason, path)  # fmt: skip
+        self._acked.add(record.id)
+
+    def _advance(self) -> None:
+        watermark = self.outbox.watermark
+        done: list[Record] = []
+        while watermark + 1 in self._acked:
+            watermark += 1
+            self._acked.discard(watermark)
+            record = self._inflight.pop(watermark, None)
+            if record is not None:
+                done.append(record)
+        if watermark != self.outbox.watermark:
+            self.outbox.advance(watermark, done)
+            self.metrics.acknowledged.inc(len(done))
+            with self._acked_cv:
+                self._acked_cv.notify_all()
+        self.metrics.unacknowledged.set(self._unacked())
+        self.metrics.outbox_bytes.set(self.outbox.bytes)
+        if self.outbox.bytes <= self.max_outbox_bytes:
+            self.metrics.over_bound.set(0)
+
+    def _ensure_topic(self) -> bool:
+        admin = AdminClient(self._admin_conf)
+        config = {"max.message.bytes": str(self.max_message_bytes)}
+        if self.retention_ms is not None:
+            config["retention.ms"] = str(self.retention_ms)
+        topic = NewTopic(self.topic, self.partitions, self.replication_factor, config=config)
+        try:
+            admin.create_topics([topic], request_timeout=5)[self.topic].result(timeout=10)
+            log.info("created topic %s (%d partitions)", self.topic, self.partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                log.warning("topic %s not ready (%s); the outbox holds documents meanwhile",
+                            self.topic, exc.args[0].str())  # fmt: skip
+                self.metrics.broker_up.set(0)
+                return False
+        except Exception as exc:  # timeouts while the broker is away
+            log.warning("broker unreachable (%s); the outbox holds documents meanwhile", exc)
+            self.metrics.broker_up.set(0)
+            return False
+        self.metrics.broker_up.set(1)
+        return True
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    _abandon = False
+
+    def _unacked(self) -> int:
+        return (self._next_id - 1) - self.outbox.watermark
+
+    @property
+    def unacknowledged(self) -> int:
+        """Documents in the outbox that Kafka has not acknowledged yet."""
+        return self._unacked()
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` s for Kafka to acknowledge everything; return what is left."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._wakeup.set()
+        with self._acked_cv:
+            while self._unacked() > 0 and self._thread.is_alive():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._acked_cv.wait(0.1 if left is None else min(left, 0.1))
+        return self._unacked()
+
+    def close(self, timeout: float | None = 30.0) -> int:
+        """Flush, stop delivering and release the outbox; return documents left in it.
+
+        What is left stays in the outbox and is sent by the next publisher on it.
+        """
+        left = self.flush(timeout)
+        self._abandon = True
+        self._stopping.set()
+        self._wakeup.set()
+        self._thread.join(10)
+        self.outbox.close()
+        if left:
+            log.warning(
+                "closing with %d documents unacknowledged, kept in %s", left, self.outbox.dir
+            )
+        return left
+
+    def __repr__(self) -> str:
+        return f"KafkaPublisher(topic={self.topic!r}, outbox={str(self.outbox.dir)!r})"
