@@ -125,9 +125,9 @@ class KafkaPublisher:
         self._limit = max_message_bytes - ENVELOPE_ROOM
         self._over_bound_logged = 0.0
         self._lock = threading.Lock()  # appends: the RunEngine's thread and recovery
+        self._wakeup = threading.Event()
         self._close_left_open_runs()
 
-        self._wakeup = threading.Event()
         self._stopping = threading.Event()
         self._acked_cv = threading.Condition()
         self._inflight: dict[int, Record] = {}

@@ -1,0 +1,105 @@
+"""The outbox on its own: order, segments, trimming, torn tails, recovery of open runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.outbox import Outbox, OutboxError, Record, SegmentReader
+
+
+def _record(rid: int, run: str = "R", name: str = "event", seq: int | None = None) -> Record:
+    return Record(rid, run, name, rid - 1 if seq is None else seq, run.encode(),
+                  [("doc", name.encode())], b"v" * 50)  # fmt: skip
+
+
+def test_records_read_back_in_order_across_segments(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, segment_bytes=1000)
+    reader = SegmentReader(box, after=0)
+    got: list[int] = []
+    for rid in range(1, 101):
+        box.append(_record(rid))
+        if rid % 7 == 0:
+            got += [r.id for r in reader.read()]
+    got += [r.id for r in reader.read()]
+    assert got == list(range(1, 101))
+    assert len(box.segments()) > 5
+
+
+def test_acknowledged_segments_are_deleted(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, segment_bytes=1000)
+    records = [_record(rid) for rid in range(1, 101)]
+    for record in records:
+        box.append(record)
+    before = len(box.segments())
+    box.advance(60, records[:60])
+    after = box.segments()
+    assert len(after) < before
+    assert int(after[0].stem) <= 61  # nothing unacknowledged is gone
+    box.close()
+    reopened = Outbox(tmp_path)
+    assert [r.id for r in reopened.pending] == list(range(61, 101))
+
+
+def test_torn_tail_is_cut_and_the_rest_kept(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    for rid in range(1, 11):
+        box.append(_record(rid))
+    box.close()
+    (segment,) = box.segments()
+    segment.write_bytes(segment.read_bytes()[:-20])  # the engine died mid-write
+    reopened = Outbox(tmp_path)
+    assert [r.id for r in reopened.pending] == list(range(1, 10))
+    reopened.append(_record(10))
+    assert [r.id for r in SegmentReader(reopened, 0).read()] == list(range(1, 11))
+
+
+def test_corruption_before_the_tail_is_refused(tmp_path: Path) -> None:
+    box = Outbox(tmp_path, segment_bytes=500)
+    for rid in range(1, 40):
+        box.append(_record(rid))
+    box.close()
+    first = box.segments()[0]
+    data = bytearray(first.read_bytes())
+    data[30] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(OutboxError, match="corrupt"):
+        Outbox(tmp_path)
+
+
+def test_open_runs_survive_restart_with_their_last_seq(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    docs = [
+        _record(1, "A", "start", 0), _record(2, "A", "event", 1), _record(3, "B", "start", 0),
+        _record(4, "B", "event", 1), _record(5, "B", "stop", 2), _record(6, "A", "event", 2),
+        _record(7, "C", "start", 0),
+    ]  # fmt: skip
+    for record in docs:
+        box.append(record)
+    box.advance(4, docs[:4])  # A and B were open as of record 4
+    box.close()
+    reopened = Outbox(tmp_path)
+    assert reopened.runs.last_seq == {"A": 2, "C": 0}
+    assert reopened.watermark == 4 and reopened.last_id == 7
+
+
+def test_one_publisher_per_outbox(tmp_path: Path) -> None:
+    first = Outbox(tmp_path)
+    with pytest.raises(OutboxError, match="in use"):
+        Outbox(tmp_path)
+    first.close()
+    Outbox(tmp_path).close()
+
+
+def test_unusable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(OutboxError, match="not usable"):
+        Outbox(tmp_path / "a-file" / "outbox")
+
+
+def test_unreadable_state_is_a_clear_error(tmp_path: Path) -> None:
+    Outbox(tmp_path).close()
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(OutboxError, match="unreadable"):
+        Outbox(tmp_path)
