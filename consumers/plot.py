@@ -10,6 +10,7 @@ plus once at the stop, so drawing never holds the stream back.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
@@ -22,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .runlabel import RunLabel
+from .services import ConsumerService
 
 log = logging.getLogger(__name__)
 
@@ -196,3 +198,21 @@ def plot_factory(
         return [RunPlot(out_dir, max_redraws_per_s)], []
 
     return factory
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="folder for the PNG files")
+    parser.add_argument("--max-redraws", type=float, default=2.0,
+                        help="redraws per second per run at most (default 2)")  # fmt: skip
+
+
+def _factories(args: argparse.Namespace) -> list:
+    if args.max_redraws <= 0:
+        raise ValueError("--max-redraws must be positive")
+    return [plot_factory(args.out, args.max_redraws)]
+
+
+SERVICE = ConsumerService(
+    "plot", "live plots per run and stream, as <out>/<scan_id>-<uid8>-<stream>.png",
+    _arguments, _factories,
+)  # fmt: skip

@@ -8,6 +8,7 @@ to the same content.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -19,6 +20,7 @@ from typing import Any, TextIO
 
 from .cellformat import cell
 from .runlabel import RunLabel
+from .services import ConsumerService
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +190,18 @@ def table_factory(
         return [RunTable(out_dir, echo)], []
 
     return factory
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="folder for one file per run")
+    parser.add_argument("--quiet", action="store_true", help="write files only, not to stdout")
+
+
+def _factories(args: argparse.Namespace) -> list:
+    return [table_factory(args.out, None if args.quiet else sys.stdout)]
+
+
+SERVICE = ConsumerService(
+    "table", "a live table per run and stream, to stdout and <out>/<scan_id>-<uid8>.txt",
+    _arguments, _factories,
+)  # fmt: skip

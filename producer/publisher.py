@@ -387,6 +387,13 @@ class KafkaPublisher:
         """Documents in the outbox that Kafka has not acknowledged yet."""
         return self._unacked()
 
+    def wait_for_topic(self, timeout: float) -> bool:
+        """True once the topic exists (made or found); the outbox holds documents meanwhile."""
+        deadline = time.monotonic() + timeout
+        while not self._topic_ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self._topic_ready
+
     def flush(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` s for Kafka to acknowledge everything; return what is left."""
         deadline = None if timeout is None else time.monotonic() + timeout

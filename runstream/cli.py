@@ -14,6 +14,7 @@ from .broker import BrokerError, LocalBroker
 from .settings import LocalSettings
 
 log = logging.getLogger("runstream")
+OUR_LOGGERS = ("runstream", "schemas", "producer", "consumers")
 
 
 class CommandError(RuntimeError):
@@ -89,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="runstream",
         description="Bluesky documents over Kafka, routed per run.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="more logging (-v: ours at DEBUG, -vv: every library's)",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_broker(sub)
     for register in _extensions():
@@ -108,10 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose > 1 else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for ours in OUR_LOGGERS:  # our own progress at INFO; other libraries' only when asked
+        logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (CommandError, BrokerError) as exc:

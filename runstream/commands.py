@@ -18,4 +18,10 @@ def _demo(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_demo]
+def _consume(sub: argparse._SubParsersAction) -> None:
+    from consumers.cli import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_consume, _demo]

@@ -14,17 +14,23 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .broker import LocalBroker
 from .cli import CommandError, progress
 from .settings import LocalSettings
+
+if TYPE_CHECKING:
+    from producer import KafkaPublisher
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,15 @@ class Service:
 
     name: str
     proc: subprocess.Popen
-    relay: threading.Thread | None = None
+    relay: threading.Thread | None
+    readyz: str
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.readyz, timeout=1) as answer:  # noqa: S310 (loopback)
+                return answer.status == 200
+        except OSError:
+            return False
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
@@ -84,10 +98,11 @@ class Demo:
                 broker.down(progress)
 
     def service(self, kind: str, bootstrap: str, *extra: str, show: bool) -> Service:
+        port = _free_port()
         cmd = [
             sys.executable, "-m", "runstream.cli", "consume", kind,
             "--topic", self.topic, "--group", f"demo-{kind}-{self.out.name}",
-            "--bootstrap", bootstrap, "--from-beginning", *extra,
+            "--bootstrap", bootstrap, "--from-beginning", "--http-port", str(port), *extra,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
@@ -104,17 +119,25 @@ class Demo:
 
             relay = threading.Thread(target=copy_lines, daemon=True, name=f"{kind}-relay")
             relay.start()
-        return Service(kind, proc, relay)
+        return Service(kind, proc, relay, f"http://127.0.0.1:{port}/readyz")
 
     # -- the plans --------------------------------------------------------------
 
-    def run_plans(self, bootstrap: str) -> list[str]:
-        from bluesky import RunEngine
-
-        from producer import KafkaPublisher, lineage
-        from producer.plans import SEED_PLANS
+    def publisher(self, bootstrap: str) -> KafkaPublisher:
+        from producer import KafkaPublisher
 
         publisher = KafkaPublisher(self.topic, bootstrap, self.out / "outbox", partitions=3)
+        if not publisher.wait_for_topic(60):
+            publisher.close(0)
+            raise CommandError(f"could not make the topic {self.topic} on {bootstrap}")
+        return publisher
+
+    def run_plans(self, publisher: KafkaPublisher) -> list[str]:
+        from bluesky import RunEngine
+
+        from producer import lineage
+        from producer.plans import SEED_PLANS
+
         RE = RunEngine({})
         RE.preprocessors.append(lineage)
         RE.subscribe(publisher)
@@ -129,6 +152,18 @@ class Demo:
         if left:
             raise CommandError(f"{left} documents were not delivered to Kafka (kept in the outbox)")
         return list(uids)
+
+    def wait_ready(self, services: list[Service], timeout: float) -> None:
+        """Consumers first, so that the tables appear while the plans run."""
+        progress("waiting for the table and plot consumers to join their groups ...")
+        deadline = time.monotonic() + timeout
+        for service in services:
+            while not service.ready():
+                if service.proc.poll() is not None:
+                    raise CommandError(f"the {service.name} consumer exited at start")
+                if time.monotonic() > deadline:
+                    raise CommandError(f"the {service.name} consumer did not get ready")
+                time.sleep(0.2)
 
     def wait_for_outputs(self, uids: list[str], services: list[Service], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -155,12 +190,14 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         progress(f"demo outputs in {self.out}")
         with self.broker() as bootstrap:
+            publisher = self.publisher(bootstrap)
             services = [
                 self.service("table", bootstrap, "--out", str(self.out / "tables"), show=True),
                 self.service("plot", bootstrap, "--out", str(self.out / "plots"), show=False),
             ]
             try:
-                uids = self.run_plans(bootstrap)
+                self.wait_ready(services, timeout=60)
+                uids = self.run_plans(publisher)
                 self.wait_for_outputs(uids, services, timeout=90)
             finally:
                 codes = {s.name: s.stop() for s in services}
@@ -176,6 +213,12 @@ class Demo:
         for path in sorted((self.out / "plots").glob("*.png")):
             progress(f"  plot  {path}")
         return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _delete_topics(bootstrap: str, topics: list[str]) -> None:

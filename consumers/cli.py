@@ -1,0 +1,124 @@
+"""``runstream consume``: run the consumer runtime with factories or a named service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from .config import ConsumerSettings
+from .runtime import Runtime
+from .services import load_factory, services
+
+log = logging.getLogger(__name__)
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as a one-line error, exit code 2."""
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # unset options keep ConsumerSettings' values (env or defaults)
+    parser.add_argument(
+        "--topic",
+        action="append",
+        dest="topics",
+        default=S,
+        metavar="T",
+        help="topic to read (repeatable; RUNSTREAM_TOPICS)",
+    )
+    parser.add_argument("--topic-pattern", default=S, help="regex of topics to read instead")
+    parser.add_argument("--group", default=S, help="consumer group (RUNSTREAM_GROUP)")
+    parser.add_argument(
+        "--bootstrap",
+        dest="kafka_bootstrap",
+        default=S,
+        help="Kafka bootstrap servers (RUNSTREAM_KAFKA_BOOTSTRAP)",
+    )
+    parser.add_argument(
+        "--from-beginning",
+        action="store_true",
+        default=S,
+        help="a group without committed offsets starts at the oldest message",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=int,
+        default=S,
+        help="serve /healthz, /readyz, /metrics on this port (0: off)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=S,
+        help="seconds without news after which an open run is closed",
+    )
+    parser.add_argument("--no-validate", dest="validate_documents", action="store_false",
+                        default=S, help="skip event-model schema validation")  # fmt: skip
+
+
+def settings_from(args: argparse.Namespace) -> ConsumerSettings:
+    fields = ConsumerSettings.model_fields
+    overrides = {k: v for k, v in vars(args).items() if k in fields}
+    try:
+        return ConsumerSettings(**overrides)
+    except ValidationError as exc:
+        raise UsageError(f"bad consumer settings: {exc}") from None
+
+
+def run_until_signalled(runtime: Runtime) -> int:
+    """Run the loop; SIGTERM and SIGINT make it commit and return, exit code 0."""
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        runtime.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        runtime.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list]) -> int:
+    try:
+        settings = settings_from(args)
+        factories = factories_of(args)
+        runtime = Runtime(settings, factories)
+    except ValueError as exc:
+        print(f"runstream consume: error: {exc}", file=sys.stderr)
+        return 2
+    return run_until_signalled(runtime)
+
+
+def _generic_factories(args: argparse.Namespace) -> list:
+    specs = getattr(args, "factory", None) or []
+    if not specs:
+        raise UsageError("give --factory package.module:callable, or a service: "
+                         + ", ".join(services()))  # fmt: skip
+    return [load_factory(spec) for spec in specs]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "consume",
+        help="route Kafka documents per run to RunRouter factories or a named service",
+        description="Consume runstream topics in a consumer group, giving every run its own "
+        "callbacks. Runs until SIGTERM/SIGINT, then commits what it processed and exits 0.",
+    )
+    parser.add_argument("--factory", action="append", metavar="MODULE:CALLABLE",
+                        help="RunRouter factory to run (repeatable)")  # fmt: skip
+    _common(parser)
+    parser.set_defaults(func=lambda args: _run(args, _generic_factories))
+    kinds = parser.add_subparsers(dest="service", metavar="SERVICE")
+    for service in services().values():
+        p = kinds.add_parser(service.name, help=service.help, description=service.help)
+        _common(p)
+        service.add_arguments(p)
+        p.set_defaults(func=lambda args, s=service: _run(args, s.factories))

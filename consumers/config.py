@@ -1,0 +1,44 @@
+"""A consumer service's settings in one typed place, overridable by ``RUNSTREAM_*`` variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import schemas
+
+
+class ConsumerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=lambda: [schemas.document_topic("runstream")])
+    topic_pattern: str | None = Field(None, description="Regex of topics to follow instead")
+    group: str = "runstream"
+    from_beginning: bool = Field(False, description="A new group starts at the oldest message")
+    validate_documents: bool = Field(True, description="Check documents against event-model")
+    idle_timeout: float = Field(3600.0, gt=0, description="Close a run with no news for this long")
+    commit_interval: float = Field(1.0, gt=0)
+    tick_interval: float = Field(0.2, gt=0)
+    batch_size: int = Field(1000, ge=1)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(0, ge=0, le=65535, description="Health and metrics port; 0 = off")
+    kafka_config_file: Path | None = Field(
+        None, description="JSON object of extra librdkafka settings (SASL/SSL credentials)."
+    )
+
+    def kafka_extras(self) -> dict[str, Any]:
+        if self.kafka_config_file is None:
+            return {}
+        try:
+            extra = json.loads(self.kafka_config_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {self.kafka_config_file}: {exc}") from None
+        if not isinstance(extra, dict):
+            raise ValueError(f"{self.kafka_config_file} must hold a JSON object")
+        return extra

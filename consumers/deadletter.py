@@ -1,0 +1,68 @@
+"""Dead letters: messages the consumer cannot use, kept in ``<topic>.dlq`` with the reason.
+
+The original key, value and headers are kept byte for byte; ``dlq.reason`` says
+why and ``dlq.source`` says where the message was read. The runtime commits past
+a dead-lettered message only once the dead-letter topic has acknowledged it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import schemas
+from schemas.headers import DLQ_REASON, DLQ_SOURCE
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetters:
+    def __init__(self, conf: dict[str, Any], admin_conf: dict[str, Any]) -> None:
+        self._producer = Producer({**conf, "enable.idempotence": True, "acks": "all",
+                                   "linger.ms": 20})  # fmt: skip
+        self._admin_conf = admin_conf
+        self._known: set[str] = set()
+        self.pending = 0
+        self.failed = 0
+
+    def _ensure(self, topic: str) -> None:
+        if topic in self._known:
+            return
+        admin = AdminClient(self._admin_conf)
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])[
+                topic
+            ].result(15)
+            log.info("created dead-letter topic %s", topic)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                log.warning("could not create dead-letter topic %s: %s", topic, exc)
+        self._known.add(topic)
+
+    def send(self, msg: Message, reason: str) -> None:
+        topic = schemas.dead_letter_topic(msg.topic())
+        self._ensure(topic)
+        headers = list(msg.headers() or [])
+        headers += [
+            (DLQ_REASON, reason.encode()[:1000]),
+            (DLQ_SOURCE, f"{msg.topic()}/{msg.partition()}/{msg.offset()}".encode()),
+        ]
+        self.pending += 1
+        self._producer.produce(topic, key=msg.key(), value=msg.value(), headers=headers,
+                               on_delivery=self._delivered)  # fmt: skip
+        self._producer.poll(0)
+
+    def _delivered(self, err: Any, msg: Message) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.failed += 1
+            log.error("dead letter to %s not delivered: %s", msg.topic(), err)
+
+    def flush(self, timeout: float) -> bool:
+        """True when every dead letter so far is acknowledged (commits may pass them)."""
+        if self.pending:
+            self._producer.flush(timeout)
+        return self.pending == 0 and self.failed == 0

@@ -1,0 +1,59 @@
+"""Liveness, readiness and Prometheus metrics over HTTP, on a daemon thread.
+
+``/healthz`` answers 200 while the poll loop turns; ``/readyz`` 200 once the
+consumer has partitions and polls; ``/metrics`` the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry,
+                 alive: Callable[[], bool], ready: Callable[[], bool]) -> None:  # fmt: skip
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._answer(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    ok = owner.alive()
+                    self._answer(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
+                elif path == "/readyz":
+                    ok = owner.ready()
+                    self._answer(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._answer(404, b"not found: try /healthz, /readyz or /metrics\n")
+
+            def _answer(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                log.debug("http: " + format, *args)
+
+        self.registry, self.alive, self.ready = registry, alive, ready
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                        name="runstream-health")  # fmt: skip
+        self._thread.start()
+        log.info("health and metrics on http://%s:%d", host, self.port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

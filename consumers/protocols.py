@@ -1,0 +1,30 @@
+"""What the runtime expects of the code it runs, as protocols (duck-typed).
+
+A *factory* has event-model RunRouter's signature; any existing RunRouter
+factory works unchanged. A callback may add two optional hooks:
+
+* ``tick()``: called from the consumer thread every ``tick_interval`` (also when
+  no message arrives), for time-based work: closing batches, throttled redraws.
+* ``abandon(reason)``: called when the runtime drops the run without having seen
+  its stop document (partition revoked, shutdown, idle timeout); nothing more
+  comes to the callback after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+Callback = Callable[[str, Mapping[str, Any]], Any]
+SubFactory = Callable[[str, Mapping[str, Any]], list[Callback]]
+Factory = Callable[[str, Mapping[str, Any]], tuple[list[Callback], list[SubFactory]]]
+
+
+@runtime_checkable
+class Ticking(Protocol):
+    def tick(self) -> None: ...
+
+
+@runtime_checkable
+class Abandonable(Protocol):
+    def abandon(self, reason: str) -> None: ...

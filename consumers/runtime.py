@@ -1,0 +1,252 @@
+"""The consumer runtime: RunRouter over Kafka, crash-safe and isolated per run.
+
+One poll loop per process: messages are checked (headers, value, schema), routed
+to their run's callbacks (see `router.Router`), and offsets are committed behind
+the start of every run still open in a partition (see `watermark`), so a run
+whose consumer dies is replayed from its start by the next owner. Rebalancing
+is cooperative; a revoked partition's runs are abandoned (their callbacks told)
+after committing what is safe. Bad messages go to ``<topic>.dlq``.
+
+Callbacks may have ``tick()`` and ``abandon(reason)`` hooks (`protocols`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+import schemas
+
+from .config import ConsumerSettings
+from .deadletter import DeadLetters
+from .health import HealthServer
+from .metrics import ConsumerMetrics
+from .protocols import Factory
+from .router import Router, RoutingError
+from .watermark import PartitionWatermark
+
+log = logging.getLogger(__name__)
+
+TopicPart = tuple[str, int]
+_ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
+
+
+class Runtime:
+    def __init__(self, settings: ConsumerSettings, factories: list[Factory]) -> None:
+        if not factories:
+            raise ValueError("a consumer needs at least one factory")
+        self.settings = settings
+        self.metrics = ConsumerMetrics()
+        self.router = Router(factories, self.metrics, time.monotonic)
+        self.watermarks: dict[TopicPart, PartitionWatermark] = {}
+        self._stop = threading.Event()
+        self._last_loop = time.monotonic()
+        self._polled = False
+        extras = settings.kafka_extras()
+        kafka_logger = logging.getLogger(f"{__name__}.librdkafka")
+        self._conf = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": settings.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest" if settings.from_beginning else "latest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 4),
+            "isolation.level": "read_committed",
+            "logger": kafka_logger,
+            **extras,
+        }
+        common = {k: v for k, v in extras.items() if k.startswith(_ADMIN_PREFIXES)}
+        base = {"bootstrap.servers": settings.kafka_bootstrap, "logger": kafka_logger, **common}
+        try:
+            self.consumer = Consumer(self._conf)
+            self.dead_letters = DeadLetters(base, base)
+        except (KafkaException, ValueError, TypeError) as exc:
+            raise ValueError(f"invalid Kafka setting: {exc}") from None
+        self.health: HealthServer | None = None
+        self._lag_reported: set[TopicPart] = set()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish: it commits what it processed and returns."""
+        self._stop.set()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._last_loop < 30
+
+    def ready(self) -> bool:
+        return bool(self.watermarks) and self._polled and self.alive()
+
+    def run(self) -> None:
+        s = self.settings
+        if s.http_port:
+            self.health = HealthServer(s.http_host, s.http_port, self.metrics.registry,
+                                       self.alive, self.ready)  # fmt: skip
+        subscription = [f"^{s.topic_pattern}"] if s.topic_pattern else list(s.topics)
+        self.consumer.subscribe(subscription, on_assign=self._assigned,
+                                on_revoke=self._revoked, on_lost=self._lost)  # fmt: skip
+        log.info("consuming %s in group %s from %s", ", ".join(subscription), s.group,
+                 s.kafka_bootstrap)  # fmt: skip
+        next_tick = next_commit = next_idle = next_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                self._polled = True
+                for msg in messages:
+                    self._handle(msg)
+                now = time.monotonic()
+                self._last_loop = now
+                if now >= next_tick:
+                    self.router.tick()
+                    next_tick = now + s.tick_interval
+                if now >= next_idle:
+                    for uid in self.router.idle_runs(s.idle_timeout):
+                        self._release(uid, f"idle: no document for {s.idle_timeout:.0f} s")
+                    next_idle = now + 1.0
+                if now >= next_commit:
+                    self.commit(asynchronous=True)
+                    next_commit = now + s.commit_interval
+                if now >= next_lag:
+                    self._measure_lag()
+                    next_lag = now + 5.0
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        log.info("stopping: committing what was processed")
+        self.commit(asynchronous=False)
+        self._forget(list(self.watermarks), "shutdown: the consumer stopped mid-run")
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("closing the consumer: %s", exc)
+        if self.health is not None:
+            self.health.close()
+
+    # -- messages -------------------------------------------------------------
+
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+            return
+        tp = (msg.topic(), msg.partition())
+        watermark = self.watermarks.get(tp)
+        if watermark is None:  # from a partition revoked while the batch was in hand
+            return
+        offset = msg.offset()
+        try:
+            headers = schemas.Headers.from_kafka(msg.headers())
+            key = msg.key()
+            if key is None or key.decode(errors="replace") != headers.run:
+                raise RoutingError(f"key {key!r} is not the run header {headers.run!r}")
+            name, doc = schemas.decode(msg.value())
+            if name != headers.doc:
+                raise RoutingError(f"value holds a {name}, the doc header says {headers.doc}")
+            if self.settings.validate_documents:
+                schemas.validate(name, doc)
+            self.metrics.consumed.inc()
+            if self.router.route(tp, headers.run, headers.seq, name, doc) and name == "start":
+                watermark.run_opened(headers.run, offset)
+            if name == "stop":
+                watermark.run_closed(headers.run)
+        except (schemas.ContractError, RoutingError) as exc:
+            self._dead_letter(msg, exc)
+        except KeyError as exc:  # a valid document missing a field routing needs
+            self._dead_letter(msg, RoutingError(f"missing field {exc}"))
+        watermark.processed(offset)
+
+    def _dead_letter(self, msg: Message, exc: Exception) -> None:
+        kind = type(exc).__name__
+        reason = f"{kind}: {exc}"
+        self.metrics.dead_letters.labels(kind).inc()
+        log.warning("dead letter from %s/%d/%d: %s", msg.topic(), msg.partition(), msg.offset(),
+                    reason)  # fmt: skip
+        self.dead_letters.send(msg, reason)
+
+    def _release(self, uid: str, reason: str) -> None:
+        run = self.router.runs.get(uid)
+        if run is None:
+            return
+        self.router.abandon(uid, reason)
+        watermark = self.watermarks.get(run.partition)
+        if watermark is not None:
+            watermark.run_closed(uid)
+
+    # -- offsets --------------------------------------------------------------
+
+    def commit(self, asynchronous: bool = True, only: list[TopicPart] | None = None) -> None:
+        offsets = []
+        for tp, watermark in self.watermarks.items():
+            if only is not None and tp not in only:
+                continue
+            offset = watermark.to_commit()
+            if offset is not None:
+                offsets.append((tp, watermark, offset))
+        if not offsets:
+            return
+        if not self.dead_letters.flush(10):
+            log.error("dead letters not acknowledged: offsets stay where they are")
+            return
+        try:
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), _, o in offsets],
+                asynchronous=asynchronous,
+            )
+        except KafkaException as exc:
+            log.warning("commit failed (%s); it is retried", exc)
+            return
+        for _, watermark, offset in offsets:
+            watermark.committed = offset
+
+    def _measure_lag(self) -> None:
+        for (topic, partition), watermark in list(self.watermarks.items()):
+            if watermark.next_offset is None:
+                continue
+            try:
+                _low, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=1, cached=True
+                )
+            except KafkaException:
+                continue
+            if high >= 0:
+                lag = max(0, high - watermark.next_offset)
+                self.metrics.lag.labels(topic, str(partition)).set(lag)
+                self._lag_reported.add((topic, partition))
+
+    # -- rebalancing ----------------------------------------------------------
+
+    def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
+        log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
+
+    def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        lost = [(p.topic, p.partition) for p in partitions]
+        self.commit(asynchronous=False, only=lost)
+        if self._stop.is_set():
+            self._forget(lost, "shutdown: the consumer stopped mid-run")
+        else:
+            self._forget(lost, "revoked: partition moved to another consumer")
+
+    def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self._forget([(p.topic, p.partition) for p in partitions], "lost: partition lost")
+
+    def _forget(self, parts: list[TopicPart], reason: str) -> None:
+        parts = [tp for tp in parts if tp in self.watermarks]
+        for tp in parts:
+            for uid in self.router.runs_in(tp):
+                self.router.abandon(uid, reason, remember=False)
+            self.watermarks.pop(tp, None)
+            if tp in self._lag_reported:
+                self._lag_reported.discard(tp)
+                self.metrics.lag.remove(tp[0], str(tp[1]))
+        if parts:
+            log.info("released %s (%s)", ", ".join(f"{t}/{p}" for t, p in parts), reason)
