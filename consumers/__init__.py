@@ -1,0 +1,12 @@
+"""The consumer side of runstream: RunRouter over Kafka, and the services built on it.
+
+from consumers import ConsumerSettings, Runtime
+Runtime(ConsumerSettings(topics=[topic], group="mine"), [my_factory]).run()
+"""
+
+from .config import ConsumerSettings
+from .router import RoutingError
+from .runtime import Runtime
+from .services import ConsumerService, load_factory
+
+__all__ = ["ConsumerService", "ConsumerSettings", "RoutingError", "Runtime", "load_factory"]

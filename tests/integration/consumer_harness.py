@@ -1,0 +1,97 @@
+"""Running the consumer runtime in-process or as `runstream consume` processes, for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from bluesky import RunEngine
+
+from consumers import ConsumerSettings, Runtime
+from producer import KafkaPublisher, lineage
+from tests.kafka_tools import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings(bootstrap: str, topic: str, **extra) -> ConsumerSettings:
+    return ConsumerSettings(kafka_bootstrap=bootstrap, topics=[topic], group=f"g-{topic}",
+                            from_beginning=True, **extra)  # fmt: skip
+
+
+def wait_for(condition, timeout: float = 60, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running(s: ConsumerSettings, factories: list) -> Iterator[Runtime]:
+    runtime = Runtime(s, factories)
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(runtime.ready, what="partition assignment")
+        yield runtime
+    finally:
+        runtime.stop()
+        thread.join(30)
+
+
+def publish(bootstrap: str, topic: str, outbox: Path, plans: list, partitions: int) -> list[str]:
+    """Run plans on a real RunEngine publishing with KafkaPublisher; return the run uids."""
+    publisher = KafkaPublisher(topic, bootstrap, outbox, partitions=partitions)
+    RE = RunEngine({})
+    RE.preprocessors.append(lineage)
+    RE.subscribe(publisher)
+    uids: list[str] = []
+    for plan in plans:
+        uids += RE(plan)
+    assert publisher.flush(30) == 0
+    publisher.close()
+    return uids
+
+
+class ConsumerProcess:
+    """``runstream consume --factory tests...recording_factory:factory`` as a process."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, record_dir: Path, *extra: str,
+                 env: dict | None = None) -> None:  # fmt: skip
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runstream.cli", "consume",
+             "--factory", "tests.integration.recording_factory:factory",
+             "--topic", topic, "--group", group, "--bootstrap", bootstrap, "--from-beginning",
+             "--http-port", str(self.port), *extra],
+            cwd=ROOT,
+            env={**os.environ, "RUNSTREAM_TEST_RECORD_DIR": str(record_dir),
+                 "RUNSTREAM_SESSION_TIMEOUT_MS": "6000", **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, self.proc.stderr.read()
+        return self.get("/readyz")[0] == 200
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout)

@@ -1,0 +1,56 @@
+"""`runstream consume` refuses bad input with a clear message (exit 2), before touching Kafka."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from consumers.services import load_factory
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("no_colon", "not of the form"),
+        (":factory", "not of the form"),
+        ("no.such.module:f", "cannot import"),
+        ("consumers.table:nothing_here", "has no"),
+        ("consumers.table:MIN_WIDTH", "not callable"),
+    ],
+)
+def test_bad_factory_specs(spec: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_factory(spec)
+
+
+def test_good_factory_spec() -> None:
+    from consumers.table import table_factory
+
+    assert load_factory("consumers.table:table_factory") is table_factory
+
+
+def _consume(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "consume", *args],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_cli_errors() -> None:
+    missing = _consume("--topic", "t")
+    assert missing.returncode == 2 and "--factory" in missing.stderr
+    bad = _consume("--factory", "nope", "--topic", "t")
+    assert bad.returncode == 2 and "not of the form" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    settings = _consume("--factory", "consumers.table:table_factory",
+                        env={"RUNSTREAM_IDLE_TIMEOUT": "-5"})  # fmt: skip
+    assert settings.returncode == 2 and "idle_timeout" in settings.stderr
+    port = _consume("table", "--out", "x", "--http-port", "eighty")
+    assert port.returncode == 2 and "invalid int" in port.stderr
+    no_out = _consume("table")
+    assert no_out.returncode == 2 and "--out" in no_out.stderr
+    redraws = _consume("plot", "--out", "x", "--max-redraws", "0")
+    assert redraws.returncode == 2 and "max-redraws" in redraws.stderr
