@@ -12,6 +12,7 @@ Callbacks may have ``tick()`` and ``abandon(reason)`` hooks (`protocols`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -85,6 +86,9 @@ class Runtime:
 
     def run(self) -> None:
         s = self.settings
+        if s.tune_gc:
+            gc.freeze()
+            gc.set_threshold(50_000, 20, 100)
         if s.http_port:
             self.health = HealthServer(s.http_host, s.http_port, self.metrics.registry,
                                        self.alive, self.ready)  # fmt: skip
@@ -100,6 +104,8 @@ class Runtime:
                 self._polled = True
                 for msg in messages:
                     self._handle(msg)
+                if messages:
+                    self.metrics.consumed.inc(len(messages))
                 now = time.monotonic()
                 self._last_loop = now
                 if now >= next_tick:
@@ -152,7 +158,6 @@ class Runtime:
                 raise RoutingError(f"value holds a {name}, the doc header says {headers.doc}")
             if self.settings.validate_documents:
                 schemas.validate(name, doc)
-            self.metrics.consumed.inc()
             if self.router.route(tp, headers.run, headers.seq, name, doc) and name == "start":
                 watermark.run_opened(headers.run, offset)
             if name == "stop":

@@ -11,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import msgpack
 import numpy as np
+
+try:  # msgpack's own functions, immune to msgpack_numpy.patch() elsewhere in the process
+    from msgpack._cmsgpack import Packer, unpackb
+except ImportError:  # pure-Python msgpack
+    from msgpack.fallback import Packer, unpackb
 
 from .errors import DecodeError, EncodeError
 
@@ -91,7 +95,7 @@ def _decode_extra(obj: dict) -> Any:
 def encode(name: str, doc: Mapping[str, Any]) -> bytes:
     """Pack one document as the message value."""
     try:
-        return msgpack.packb([name, doc], default=_encode_extra, use_bin_type=True)
+        return Packer(default=_encode_extra, use_bin_type=True).pack([name, doc])
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"cannot encode {name} document: {exc}") from exc
 
@@ -104,9 +108,9 @@ def decode(value: bytes | bytearray | memoryview | None) -> tuple[str, dict[str,
         value = value.tobytes()
     try:
         if _ND_KEY in value or _COMPLEX_KEY in value:
-            obj = msgpack.unpackb(value, object_hook=_decode_extra, raw=False)
+            obj = unpackb(value, object_hook=_decode_extra, raw=False)
         else:
-            obj = msgpack.unpackb(value, raw=False)
+            obj = unpackb(value, raw=False)
     except DecodeError:
         raise
     except Exception as exc:  # msgpack raises many types for bad bytes

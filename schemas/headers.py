@@ -19,7 +19,7 @@ DLQ_SOURCE = "dlq.source"
 KafkaHeaders = list[tuple[str, bytes]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Headers:
     doc: str
     run: str
@@ -41,25 +41,36 @@ class Headers:
     @classmethod
     def from_kafka(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
         """Parse and check a message's headers; anything missing or malformed raises."""
-        found: dict[str, bytes | None] = dict(headers or ())
-        missing = [k for k in (DOC, RUN, SEQ, VERSION) if found.get(k) is None]
-        if missing:
+        doc = run = seq = version = None
+        producer = ct = b""
+        for key, value in headers or ():
+            if key == DOC:
+                doc = value
+            elif key == RUN:
+                run = value
+            elif key == SEQ:
+                seq = value
+            elif key == VERSION:
+                version = value
+            elif key == PRODUCER:
+                producer = value or b""
+            elif key == CONTENT:
+                ct = value or b""
+        if doc is None or run is None or seq is None or version is None:
+            missing = [k for k, v in ((DOC, doc), (RUN, run), (SEQ, seq), (VERSION, version))
+                       if v is None]  # fmt: skip
             raise DecodeError(f"missing header(s): {', '.join(missing)}")
         try:
-            doc = found[DOC].decode()
-            run = found[RUN].decode()
-            seq = int(found[SEQ])
-            version = int(found[VERSION])
-            producer = (found.get(PRODUCER) or b"").decode()
-            ct = (found.get(CONTENT) or CONTENT_TYPE.encode()).decode()
+            header = cls(doc.decode(), run.decode(), int(seq), producer.decode(), int(version),
+                         ct.decode() or CONTENT_TYPE)  # fmt: skip
         except (UnicodeDecodeError, ValueError) as exc:
             raise DecodeError(f"malformed header: {exc}") from exc
-        if version != CONTRACT_VERSION:
-            raise DecodeError(f"unsupported contract version {version}")
-        if doc not in DOCUMENT_NAMES:
-            raise DecodeError(f"unknown document name {doc!r} in header")
-        if not run:
+        if header.v != CONTRACT_VERSION:
+            raise DecodeError(f"unsupported contract version {header.v}")
+        if header.doc not in DOCUMENT_NAMES:
+            raise DecodeError(f"unknown document name {header.doc!r} in header")
+        if not header.run:
             raise DecodeError("empty run header")
-        if seq < 0:
-            raise DecodeError(f"negative seq {seq}")
-        return cls(doc=doc, run=run, seq=seq, producer=producer, v=version, ct=ct)
+        if header.seq < 0:
+            raise DecodeError(f"negative seq {header.seq}")
+        return header

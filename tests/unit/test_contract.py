@@ -124,3 +124,38 @@ def test_validator_rejects_with_the_field_named(name: str, mutate, field: str) -
     mutate(doc)
     with pytest.raises(ValidationError, match=field):
         schemas.validate(name, doc)
+
+
+def test_fast_path_never_accepts_what_the_full_validator_rejects() -> None:
+    import contextlib
+    import random
+
+    import fastjsonschema
+
+    from schemas.validation import _validators
+
+    rng = random.Random(7)
+    odd_values = [None, "x", 3, 2.5, True, [], {}, {"k": object}, ["a"], {"k": 1}]
+    checked = 0
+    for docs in seed_documents().values():
+        for name, doc in docs:
+            quick, full = _validators(name)
+            if quick is None:
+                continue
+            for _ in range(40):
+                mutant = dict(doc)
+                roll = rng.random()
+                key = rng.choice(list(mutant))
+                if roll < 0.3:
+                    del mutant[key]
+                elif roll < 0.5:
+                    mutant[f"extra{rng.randint(0, 3)}"] = 1
+                else:
+                    mutant[key] = rng.choice(odd_values)
+                if quick(mutant):
+                    full(mutant)  # must not raise
+                    checked += 1
+                else:
+                    with contextlib.suppress(fastjsonschema.JsonSchemaValueException):
+                        full(mutant)
+    assert checked > 0
