@@ -28,7 +28,7 @@ class PublisherSettings(BaseSettings):
     max_message_bytes: int = Field(1_048_576, ge=4096)
     retention_ms: int | None = Field(None, ge=-1)
     fsync: FsyncPolicy = "interval"
-    fsync_interval: float = Field(0.2, gt=0)
+    fsync_interval: float = Field(1.0, gt=0)
     max_outbox_bytes: int = Field(1 << 30, ge=1)
     kafka_config_file: Path | None = Field(
         None, description="JSON object of extra librdkafka settings (SASL/SSL credentials)."

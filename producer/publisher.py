@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 #: Room left in a Kafka message for the key, the headers and the record's framing.
 ENVELOPE_ROOM = 1024
+#: Records handed to the delivery thread in memory; past that it reads them back from disk.
+FRESH_RECORDS = 100_000
+#: How often the acknowledged watermark is persisted (a crash re-sends at most this much).
+STATE_INTERVAL = 0.1
 _FORCED = {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"}
 _ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
 RESTART_REASON = "engine restarted: the run was still open in the publisher's outbox"
@@ -65,7 +70,7 @@ class KafkaPublisher:
         max_message_bytes: int = 1_048_576,
         retention_ms: int | None = None,
         fsync: FsyncPolicy = "interval",
-        fsync_interval: float = 0.2,
+        fsync_interval: float = 1.0,
         max_outbox_bytes: int = 1 << 30,
         producer_id: str | None = None,
         **librdkafka: Any,
@@ -125,7 +130,13 @@ class KafkaPublisher:
         self._limit = max_message_bytes - ENVELOPE_ROOM
         self._over_bound_logged = 0.0
         self._lock = threading.Lock()  # appends: the RunEngine's thread and recovery
-        self._wakeup = threading.Event()
+        self._fresh: deque[Record] = deque()  # appended records, handed over without a re-read
+        self._next_send = self.outbox.watermark + 1  # the next record to hand to librdkafka
+        # Direct: caught up, so the callback hands each record to librdkafka itself (a
+        # non-blocking enqueue; librdkafka's own threads deliver). Otherwise the delivery
+        # thread sends the backlog in order first. Switched under self._lock.
+        self._direct = False
+        self._state_written = 0.0
         self._close_left_open_runs()
 
         self._stopping = threading.Event()
@@ -133,7 +144,6 @@ class KafkaPublisher:
         self._inflight: dict[int, Record] = {}
         self._acked: set[int] = set()
         self._topic_ready = False
-        self._rewind = False
         self.metrics.outbox_bytes.set(self.outbox.bytes)
         self._thread = threading.Thread(
             target=self._deliver, name="runstream-publisher", daemon=True
@@ -213,10 +223,15 @@ class KafkaPublisher:
             return
         self._next_id += 1
         size = self.outbox.append(record)
+        if self._direct and self._produce(record):
+            self._next_send = record.id + 1
+        else:  # catching up: the delivery thread sends it in order after what is older
+            self._direct = False
+            if len(self._fresh) < FRESH_RECORDS:
+                self._fresh.append(record)
         self.metrics.documents.inc()
         if size > self.max_outbox_bytes:
             self._over_bound(size)
-        self._wakeup.set()
 
     def _over_bound(self, size: int) -> None:
         self.metrics.over_bound.set(1)
@@ -254,13 +269,15 @@ class KafkaPublisher:
     # -- delivery -------------------------------------------------------------------
 
     def _deliver(self) -> None:
+        """The delivery thread: topic, fsync, backlogs, acknowledgements, the watermark.
+
+        It never wakes per document: waking it per document made the RunEngine's
+        threads wait for the GIL.
+        """
         reader = SegmentReader(self.outbox, after=self.outbox.watermark)
         next_topic_try = 0.0
         last_sync = time.monotonic()
-        while True:
-            stopping = self._stopping.is_set()
-            if stopping and (self._unacked() == 0 or self._abandon):
-                break
+        while not (self._stopping.is_set() and (self._unacked() == 0 or self._abandon)):
             now = time.monotonic()
             if not self._topic_ready and now >= next_topic_try:
                 self._topic_ready = self._ensure_topic()
@@ -268,23 +285,41 @@ class KafkaPublisher:
             if self.fsync == "interval" and now - last_sync >= self.fsync_interval:
                 self.outbox.sync()
                 last_sync = now
-            if self._rewind:
-                reader.rewind(self.outbox.watermark)
-                self._rewind = False
-            if self._topic_ready and len(self._producer) < 50_000:
-                records = reader.read(2000)
-                if records and self.fsync == "always":
-                    self.outbox.sync()
-                for i, record in enumerate(records):
-                    if not self._produce(record):
-                        reader.rewind(records[i].id - 1)
-                        break
+            if self._topic_ready and not self._direct and len(self._producer) < 50_000:
+                self._catch_up(reader)
             self._producer.poll(0.02)
             self._advance()
-            self._wakeup.wait(0.02)
-            self._wakeup.clear()
         self._producer.flush(1)
-        self._advance()
+        self._advance(force=True)
+
+    def _catch_up(self, reader: SegmentReader) -> None:
+        records = self._next_batch(reader)
+        if records and self.fsync == "always":
+            self.outbox.sync()
+        for record in records:
+            if not self._produce(record):
+                return
+            self._next_send = record.id + 1
+        if not records:
+            with self._lock:
+                if self._next_send == self._next_id:
+                    self._fresh.clear()
+                    self._direct = self.fsync != "always"  # "always": sync before every send
+
+    def _next_batch(self, reader: SegmentReader, limit: int = 2000) -> list[Record]:
+        """The next records to send in id order: fresh ones from memory, older ones from disk."""
+        fresh = self._fresh
+        while fresh and fresh[0].id < self._next_send:
+            fresh.popleft()
+        if fresh and fresh[0].id == self._next_send:
+            batch = [fresh.popleft()]
+            while fresh and len(batch) < limit and fresh[0].id == batch[-1].id + 1:
+                batch.append(fresh.popleft())
+            return batch
+        # Only on disk: left by a previous publisher, to be re-sent, or past the memory queue.
+        if reader.after != self._next_send - 1:
+            reader.rewind(self._next_send - 1)
+        return reader.read(limit)
 
     def _produce(self, record: Record) -> bool:
         self._inflight[record.id] = record
@@ -321,9 +356,11 @@ class KafkaPublisher:
             return
         log.warning("run %s: delivery of seq %d failed (%s); re-sending from the watermark",
                     record.run, record.seq, err.str())  # fmt: skip
-        self._inflight.clear()
-        self._acked.clear()
-        self._rewind = True
+        with self._lock:
+            self._direct = False
+            self._inflight.clear()
+            self._acked.clear()
+            self._next_send = self.outbox.watermark + 1
         if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
             self._topic_ready = False
 
@@ -334,7 +371,11 @@ class KafkaPublisher:
                   record.run, record.name, record.seq, reason, path)  # fmt: skip
         self._acked.add(record.id)
 
-    def _advance(self) -> None:
+    def _advance(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._state_written < STATE_INTERVAL:
+            return
+        self._state_written = now
         watermark = self.outbox.watermark
         done: list[Record] = []
         while watermark + 1 in self._acked:
@@ -397,7 +438,6 @@ class KafkaPublisher:
     def flush(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` s for Kafka to acknowledge everything; return what is left."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        self._wakeup.set()
         with self._acked_cv:
             while self._unacked() > 0 and self._thread.is_alive():
                 left = None if deadline is None else deadline - time.monotonic()
@@ -414,7 +454,6 @@ class KafkaPublisher:
         left = self.flush(timeout)
         self._abandon = True
         self._stopping.set()
-        self._wakeup.set()
         self._thread.join(10)
         self.outbox.close()
         if left:
