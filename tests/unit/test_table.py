@@ -12,15 +12,7 @@ from event_model import RunRouter
 from consumers.cellformat import cell
 from consumers.table import RunTable, table_factory
 from producer.plans import nested_runs, recursive_runs
-
-
-def _rows(text: str) -> list[list[str]]:
-    """The data rows of every table in a rendered file, as stripped cells."""
-    rows = []
-    for line in text.splitlines():
-        if line.startswith("|") and "seq_num" not in line:
-            rows.append([c.strip() for c in line.strip("|").split("|")])
-    return rows
+from tests.table_text import table_rows
 
 
 def _record(plan, out: Path, echo=None) -> list[tuple[str, dict]]:
@@ -32,7 +24,7 @@ def _record(plan, out: Path, echo=None) -> list[tuple[str, dict]]:
     return docs
 
 
-def _expected_rows(docs, run_uid: str) -> list[list[str]]:
+def _expectedtable_rows(docs, run_uid: str) -> list[list[str]]:
     descriptors = {d["uid"]: d for n, d in docs if n == "descriptor" and d["run_start"] == run_uid}
     rows = []
     for name, doc in docs:
@@ -42,7 +34,7 @@ def _expected_rows(docs, run_uid: str) -> list[list[str]]:
     return rows
 
 
-def test_nested_runs_each_file_holds_exactly_its_rows(tmp_path: Path) -> None:
+def test_nested_runs_each_file_holds_exactly_itstable_rows(tmp_path: Path) -> None:
     echo = io.StringIO()
     docs = _record(nested_runs(6), tmp_path, echo)
     starts = [d for n, d in docs if n == "start"]
@@ -50,12 +42,12 @@ def test_nested_runs_each_file_holds_exactly_its_rows(tmp_path: Path) -> None:
     for start in starts:
         path = tmp_path / f"{start['scan_id']}-{start['uid'][:8]}.txt"
         text = path.read_text()
-        got = [[r[0], *r[2:]] for r in _rows(text)]  # drop the clock column
-        assert got == _expected_rows(docs, start["uid"])
+        got = [[r[0], *r[2:]] for r in table_rows(text)]  # drop the clock column
+        assert got == _expectedtable_rows(docs, start["uid"])
         assert start["uid"] in text
         assert "failed to format" not in text
     # 6 outer rows, 7 inner rows: nothing lost, every value in place
-    assert sorted(len(_rows((tmp_path / f"{s['scan_id']}-{s['uid'][:8]}.txt").read_text()))
+    assert sorted(len(table_rows((tmp_path / f"{s['scan_id']}-{s['uid'][:8]}.txt").read_text()))
                   for s in starts) == [6, 7]  # fmt: skip
     # terminal lines carry the run's tag, so interleaved runs are told apart
     lines = echo.getvalue().splitlines()
@@ -70,7 +62,7 @@ def test_recursive_runs_three_files(tmp_path: Path) -> None:
     assert len(starts) == 3
     for start in starts:
         text = (tmp_path / f"{start['scan_id']}-{start['uid'][:8]}.txt").read_text()
-        assert [[r[0], *r[2:]] for r in _rows(text)] == _expected_rows(docs, start["uid"])
+        assert [[r[0], *r[2:]] for r in table_rows(text)] == _expectedtable_rows(docs, start["uid"])
         assert "run ended: success" in text
 
 
@@ -94,7 +86,7 @@ def test_values_formatted_by_what_they_are(tmp_path: Path) -> None:
                          "data": {"motor": [1e-9], "img": [one], "note": [None]}})  # fmt: skip
     table("stop", {"run_start": "u" * 36, "exit_status": "success", "num_events": {"primary": 3}})
     text = (tmp_path / "7-uuuuuuuu.txt").read_text()
-    rows = _rows(text)
+    rows = table_rows(text)
     assert [r[2] for r in rows] == ["0", "0.250", "1.000e-09"]  # int, float, tiny float
     assert rows[0][3] == "<2x3 mean 1.000>"
     assert rows[1][4] == "x" * 9 + "~"  # cut to the column

@@ -1,0 +1,151 @@
+"""Table and plot services through the real pipeline, and the one-command demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bluesky import RunEngine
+from bluesky.plans import count
+from PIL import Image
+
+from consumers.cellformat import cell
+from consumers.plot import RunPlot
+from producer import KafkaPublisher, lineage
+from producer.plans import nested_runs, recursive_runs, sim_hw
+from tests.integration.consumer_harness import ROOT, running, settings, wait_for
+from tests.kafka_tools import free_port, unique_prefix
+from tests.table_text import table_rows
+
+
+def _service(kind: str, bootstrap: str, topic: str, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "runstream.cli", "consume", kind, "--out", str(out),
+         "--topic", topic, "--group", unique_prefix(kind), "--bootstrap", bootstrap,
+         "--from-beginning"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+def _publish(bootstrap: str, topic: str, outbox: Path, plans) -> list[tuple[str, dict]]:
+    publisher = KafkaPublisher(topic, bootstrap, outbox, partitions=2)
+    RE = RunEngine({})
+    RE.preprocessors.append(lineage)
+    emitted: list[tuple[str, dict]] = []
+    RE.subscribe(publisher)
+    RE.subscribe(lambda n, d: emitted.append((n, d)))
+    for plan in plans:
+        RE(plan)
+    assert publisher.flush(30) == 0
+    publisher.close()
+    return emitted
+
+
+def _expected(emitted, start) -> list[list[str]]:
+    descs = {d["uid"]: list(d["data_keys"]) for n, d in emitted
+             if n == "descriptor" and d["run_start"] == start["uid"]}  # fmt: skip
+    return [[str(d["seq_num"]), *(cell(d["data"][k], 10).strip() for k in descs[d["descriptor"]])]
+            for n, d in emitted if n == "event" and d["descriptor"] in descs]  # fmt: skip
+
+
+def _finished(out: Path, starts: list[dict]) -> bool:
+    paths = [out / f"{s['scan_id']}-{s['uid'][:8]}.txt" for s in starts]
+    return all(p.exists() and "run ended" in p.read_text() for p in paths)
+
+
+def test_tables_and_plots_per_run_through_kafka(kafka_bootstrap, new_topic, tmp_path) -> None:
+    topic = new_topic(partitions=2)
+    tables, plots = tmp_path / "tables", tmp_path / "plots"
+    table = _service("table", kafka_bootstrap, topic, tables)
+    plot = _service("plot", kafka_bootstrap, topic, plots)
+    try:
+        emitted = _publish(kafka_bootstrap, topic, tmp_path / "outbox",
+                           [nested_runs(6), recursive_runs(4)])  # fmt: skip
+        starts = [d for n, d in emitted if n == "start"]
+        assert len(starts) == 5
+        wait_for(lambda: _finished(tables, starts), what="every table finished")
+        wait_for(lambda: len(list(plots.glob("*.png"))) == 5, what="every plot")
+        time.sleep(1)  # let the stop's final redraw land
+    finally:
+        table.terminate()
+        plot.terminate()
+        stdout = table.communicate(timeout=30)[0]
+        assert table.returncode == 0 and plot.wait(30) == 0
+    for start in starts:
+        text = (tables / f"{start['scan_id']}-{start['uid'][:8]}.txt").read_text()
+        rows = [[r[0], *r[2:]] for r in table_rows(text)]
+        assert rows == _expected(emitted, start)  # exactly this run's rows, none lost
+        assert "failed to format" not in text
+        png = plots / f"{start['scan_id']}-{start['uid'][:8]}-primary.png"
+        Image.open(png).verify()
+        assert Image.open(png).text["Description"] == start["uid"]
+        tag = f"[scan {start['scan_id']} {start['uid'][:8]}]"
+        assert sum(line.startswith(tag) for line in stdout.splitlines()) >= len(rows)
+    outer, inner = starts[0], starts[1]
+    assert f"inside run {outer['uid'][:8]}" in (tables / f"2-{inner['uid'][:8]}.txt").read_text()
+
+
+def test_replay_rewrites_files_to_the_same_content(kafka_bootstrap, new_topic, tmp_path) -> None:
+    topic = new_topic(partitions=1)
+    out = tmp_path / "tables"
+    emitted = _publish(kafka_bootstrap, topic, tmp_path / "outbox", [nested_runs(4)])
+    starts = [d for n, d in emitted if n == "start"]
+    contents = []
+    for _ in range(2):  # a second group replays the topic from its start
+        service = _service("table", kafka_bootstrap, topic, out)
+        try:
+            wait_for(lambda: _finished(out, starts), what="tables")
+            time.sleep(0.5)
+        finally:
+            service.terminate()
+            service.communicate(timeout=30)
+        contents.append({p.name: p.read_text() for p in out.glob("*.txt")})
+        for p in out.glob("*.txt"):
+            p.write_text("stale\n")  # a replay must rewrite, not append
+    assert len(contents[0]) == 2 and contents[0] == contents[1]
+
+
+def test_a_fast_run_renders_a_bounded_number_of_times(kafka_bootstrap, new_topic, tmp_path):
+    topic = new_topic(partitions=1)
+    plots: list[RunPlot] = []
+
+    def factory(name, start):
+        plots.append(RunPlot(tmp_path, max_redraws_per_s=2))
+        return [plots[-1]], []
+
+    with running(settings(kafka_bootstrap, topic), [factory]):
+        began = time.monotonic()
+        emitted = _publish(kafka_bootstrap, topic, tmp_path / "outbox",
+                           [count([sim_hw().det], num=2500)])  # fmt: skip
+        published = time.monotonic()
+        wait_for(lambda: plots and (tmp_path / f"{emitted[0][1]['scan_id']}-"
+                 f"{emitted[0][1]['uid'][:8]}-primary.png").exists() and
+                 next(iter(plots[0].plots.values())).events == 2500, what="the plot")  # fmt: skip
+        wait_for(lambda: plots[0].redraws > 0 and not plots[0].dirty, what="the final draw")
+        done = time.monotonic()
+    elapsed = done - began
+    assert plots[0].redraws <= 2 * elapsed + 2  # throttled, not once per event
+    assert done - published < 10  # finished promptly after the stop
+
+
+def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "RUNSTREAM_HOME": str(home), "RUNSTREAM_BROKER_PORT": str(free_port()),
+           "RUNSTREAM_BROKER_CONTROLLER_PORT": str(free_port())}  # fmt: skip
+    env.pop("RUNSTREAM_KAFKA_BOOTSTRAP", None)
+    demo = subprocess.run(
+        [sys.executable, "-m", "runstream.cli", "demo", "--npts", "3"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert "7 runs went through Kafka" in demo.stderr
+    assert "run key run_2" in demo.stdout and "inside run" in demo.stdout
+    (out,) = (home / "demo").iterdir()
+    assert len(list((out / "tables").glob("*.txt"))) == 7
+    assert len(list((out / "plots").glob("*.png"))) == 7
+    leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert str(home) not in leftovers and out.name not in leftovers
+    assert not (home / "kafka" / "broker.pid").exists()
