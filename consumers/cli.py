@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from pydantic import ValidationError
@@ -87,10 +88,11 @@ def run_until_signalled(runtime: Runtime) -> int:
 
 
 def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list]) -> int:
+    args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
     try:
         settings = settings_from(args)
         factories = factories_of(args)
-        runtime = Runtime(settings, factories)
+        runtime = Runtime(settings, factories, args.stop_event)
     except ValueError as exc:
         print(f"runstream consume: error: {exc}", file=sys.stderr)
         return 2

@@ -37,14 +37,19 @@ _ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker."
 
 
 class Runtime:
-    def __init__(self, settings: ConsumerSettings, factories: list[Factory]) -> None:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        factories: list[Factory],
+        stop_event: threading.Event | None = None,
+    ) -> None:
         if not factories:
             raise ValueError("a consumer needs at least one factory")
         self.settings = settings
         self.metrics = ConsumerMetrics()
         self.router = Router(factories, self.metrics, time.monotonic)
         self.watermarks: dict[TopicPart, PartitionWatermark] = {}
-        self._stop = threading.Event()
+        self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
         extras = settings.kafka_extras()

@@ -16,6 +16,7 @@ from .protocols import Factory
 SERVICE_MODULES = [
     "consumers.table",
     "consumers.plot",
+    "consumers.tiled.service",
 ]
 
 

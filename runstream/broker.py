@@ -8,76 +8,23 @@ with its pid recorded so that `down` stops exactly the broker `up` started.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .process import Progress, port_free, port_open, quiet, runs_with, stop_pid, tail
 from .settings import LocalSettings
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
-
 
 class BrokerError(RuntimeError):
     """The local broker could not be fetched, started or stopped; the message says what to do."""
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log written)"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` runs and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def cluster_id() -> str:
@@ -125,24 +72,18 @@ class LocalBroker:
 
     def _ours(self, pid: int) -> bool:
         """The pid is a live JVM running our server.properties (guards against pid reuse)."""
-        if not alive(pid):
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return True  # no /proc: trust the pid file
-        return str(self.dir / "server.properties").encode() in cmdline
+        return runs_with(pid, str(self.dir / "server.properties"))
 
     def status(self) -> str | None:
         """The bootstrap address of the running local broker, or None."""
         state = self._recorded()
-        if state and self._ours(state["pid"]) and _port_open(state["port"]):
+        if state and self._ours(state["pid"]) and port_open(state["port"]):
             return f"127.0.0.1:{state['port']}"
         return None
 
     # -- up -------------------------------------------------------------------
 
-    def fetch_jars(self, progress: Progress = _quiet) -> Path:
+    def fetch_jars(self, progress: Progress = quiet) -> Path:
         """Have Maven copy Kafka's jars into the cache (once), and return their folder."""
         done = self.libs / ".complete"
         if done.exists():
@@ -240,7 +181,7 @@ class LocalBroker:
             output = (result.stdout + result.stderr)[-3000:]
             raise BrokerError(f"formatting the broker's storage failed:\n{output}")
 
-    def up(self, progress: Progress = _quiet) -> str:
+    def up(self, progress: Progress = quiet) -> str:
         """Start the broker unless it runs already; return its bootstrap address."""
         running = self.status()
         if running:
@@ -255,7 +196,7 @@ class LocalBroker:
         java = self._java()
         port, cport = self.settings.broker_port, self.settings.broker_controller_port
         for p in (port, cport):
-            if not _port_free(p):
+            if not port_free(p):
                 raise BrokerError(
                     f"port {p} on 127.0.0.1 is taken by another process; choose free ports with "
                     "--port/--controller-port (RUNSTREAM_BROKER_PORT, "
@@ -294,25 +235,25 @@ class LocalBroker:
                 self._pidfile.unlink(missing_ok=True)
                 raise BrokerError(
                     f"the broker exited at start (code {proc.returncode}). "
-                    f"Tail of {self.log_file}:\n{_tail(self.log_file)}\n"
-                    f"Tail of stdout:\n{_tail(self.dir / 'logs' / 'stdout.log', 15)}"
+                    f"Tail of {self.log_file}:\n{tail(self.log_file)}\n"
+                    f"Tail of stdout:\n{tail(self.dir / 'logs' / 'stdout.log', 15)}"
                 )
-            if _port_open(port) and broker_answers(f"127.0.0.1:{port}"):
+            if port_open(port) and broker_answers(f"127.0.0.1:{port}"):
                 return
             waited = time.monotonic() - started
             if waited - said >= 5:
                 progress(f"waiting for the broker to answer ({waited:.0f}s)...")
                 said = waited
             time.sleep(0.25)
-        self._stop_pid(proc.pid, timeout=10)
+        stop_pid(proc.pid, timeout=10)
         raise BrokerError(
             f"the broker did not answer within {self.settings.broker_start_timeout:.0f}s. "
-            f"Tail of {self.log_file}:\n{_tail(self.log_file)}"
+            f"Tail of {self.log_file}:\n{tail(self.log_file)}"
         )
 
     # -- down -----------------------------------------------------------------
 
-    def down(self, progress: Progress = _quiet, timeout: float = 30.0) -> bool:
+    def down(self, progress: Progress = quiet, timeout: float = 30.0) -> bool:
         """Stop the broker `up` started (by its pid); False if none was running."""
         state = self._recorded()
         if not state or not self._ours(state["pid"]):
@@ -320,28 +261,10 @@ class LocalBroker:
             progress("no local broker is running")
             return False
         progress(f"stopping the broker (pid {state['pid']})...")
-        self._stop_pid(state["pid"], timeout)
+        stop_pid(state["pid"], timeout)
         self._pidfile.unlink(missing_ok=True)
         progress("broker stopped")
         return True
-
-    def _stop_pid(self, pid: int, timeout: float) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _reap(pid)
-            if not alive(pid):
-                return
-            time.sleep(0.1)
-        log.warning("broker pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        for _ in range(50):
-            _reap(pid)
-            if not alive(pid):
-                return
-            time.sleep(0.1)
 
 
 def broker_answers(bootstrap: str) -> bool:

@@ -24,4 +24,10 @@ def _consume(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_consume, _demo]
+def _tiled(sub: argparse._SubParsersAction) -> None:
+    from .tiled import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_consume, _demo, _tiled]

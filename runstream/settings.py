@@ -30,3 +30,10 @@ class LocalSettings(BaseSettings):
     broker_heap: str = "512m"
     broker_start_timeout: float = Field(default=90.0, gt=0)
     kafka_pom: Path = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+    tiled_port: int = Field(default=8765, ge=1, le=65535)
+    tiled_api_key: str | None = Field(
+        default=None,
+        description="API key of the local Tiled server; generated into the state directory "
+        "(tiled/api_key, mode 0600) when unset.",
+    )
+    tiled_start_timeout: float = Field(default=60.0, gt=0)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runstream.broker import alive
+from runstream.process import alive
 from tests.kafka_tools import free_port
 
 
