@@ -18,6 +18,7 @@ import pytest
 from runstream.broker import LocalBroker, broker_answers
 from runstream.settings import LocalSettings
 from tests.kafka_tools import create_topic, free_port, unique_prefix
+from tests.tiled_fixtures import tiled_server  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 

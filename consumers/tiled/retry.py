@@ -16,15 +16,15 @@ import httpx
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_BACKOFF = 10.0
+#: A server that answers 5xx this many times in a row is failing on this request, not away.
+SERVER_ERROR_TRIES = 5
 
 
 class WriterStoppingError(RuntimeError):
     """The service is shutting down while Tiled is unreachable; the run will be replayed."""
 
 
-def transient(exc: BaseException) -> bool:
-    if isinstance(exc, httpx.TransportError):
-        return True
+def _server_error(exc: BaseException) -> bool:
     if isinstance(exc, httpx.HTTPStatusError):
         code = exc.response.status_code
         return code >= 500 or code == 429
@@ -32,12 +32,18 @@ def transient(exc: BaseException) -> bool:
 
 
 def with_retry(call: Callable[[], T], what: str, run: str, stopping: threading.Event) -> T:
+    """Retry while Tiled is unreachable (for as long as it takes) or answers 5xx (a few times)."""
     delay = 0.5
+    server_errors = 0
     while True:
         try:
             return call()
         except Exception as exc:
-            if not transient(exc):
+            if _server_error(exc):
+                server_errors += 1
+                if server_errors >= SERVER_ERROR_TRIES:
+                    raise
+            elif not isinstance(exc, httpx.TransportError):
                 raise
             if stopping.is_set():
                 raise WriterStoppingError(f"run {run}: {what} not done, shutting down") from exc

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 from tiled.client import from_uri
@@ -46,33 +47,29 @@ def _arrow_type(key: Mapping[str, Any]) -> pa.DataType:
     A descriptor may call a motor ``integer`` that reads floats once it moves
     (ophyd.sim, declare_stream): float64 holds both.
     """
-    kind, shape = key.get("dtype"), key.get("shape") or []
-    if shape:
-        return pa.list_(pa.float64()) if kind in ("number", "integer", "array") else pa.string()
-    return {"boolean": pa.bool_(), "string": pa.string()}.get(kind, pa.float64())
+    return {"boolean": pa.bool_(), "string": pa.string()}.get(key.get("dtype"), pa.float64())
 
 
 def _cell(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.ravel().tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return value.item() if isinstance(value, np.generic) else value
 
 
 @dataclass
 class Stream:
     name: str
     node: Container
-    keys: list[str]
+    keys: list[str]  # table columns
+    array_keys: dict[str, list[int]]  # data keys with a shape: array nodes, by shape
     schema: pa.Schema
     columns: dict[str, list] = field(default_factory=dict)
     oldest: float = 0.0
     table: Any = None
+    arrays: dict[str, Any] = field(default_factory=dict)
     rows_written: int = 0
 
     def __post_init__(self) -> None:
         self.columns = {f.name: [] for f in self.schema}
+        self.columns.update({k: [] for k in self.array_keys})
 
     @property
     def pending(self) -> int:
@@ -133,7 +130,9 @@ class RunWriter:
             self.streams[doc["uid"]] = self.by_name[name]
             return
         data_keys = doc.get("data_keys", {})
-        keys = [k for k, v in data_keys.items() if not v.get("external")]
+        internal = {k: v for k, v in data_keys.items() if not v.get("external")}
+        arrays = {k: list(v["shape"]) for k, v in internal.items() if v.get("shape")}
+        keys = [k for k in internal if k not in arrays]
         fields = [pa.field("seq_num", pa.int64()), pa.field("time", pa.float64())]
         fields += [pa.field(k, _arrow_type(data_keys[k])) for k in keys]
         fields += [pa.field(f"ts_{k}", pa.float64()) for k in keys]
@@ -142,7 +141,7 @@ class RunWriter:
             lambda: self.node.create_container(key=name, metadata=metadata, specs=STREAM_SPECS),
             f"create stream {name}",
         )
-        stream = Stream(name, node, keys, pa.schema(fields))
+        stream = Stream(name, node, keys, arrays, pa.schema(fields))
         self.streams[doc["uid"]] = self.by_name[name] = stream
 
     def _event(self, doc: Mapping[str, Any]) -> None:
@@ -155,6 +154,8 @@ class RunWriter:
         for k in stream.keys:
             columns[k].append(_cell(data.get(k)))
             columns[f"ts_{k}"].append(stamps.get(k))
+        for k in stream.array_keys:
+            columns[k].append(data.get(k))
         if stream.pending >= self.batch_rows:
             self._flush(stream)
 
@@ -170,6 +171,8 @@ class RunWriter:
             values = data.get(k, [None] * rows)
             columns[k].extend(_cell(v) for v in values)
             columns[f"ts_{k}"].extend(stamps.get(k, [None] * rows))
+        for k in stream.array_keys:
+            columns[k].extend(data.get(k, [None] * rows))
         if stream.pending >= self.batch_rows:
             self._flush(stream)
 
@@ -205,21 +208,52 @@ class RunWriter:
             return
         columns = stream.columns
         stream.columns = {name: [] for name in columns}
+        seqs = columns["seq_num"]
         try:
+            arrays = {
+                k: self._stack(columns.pop(k), shape) for k, shape in stream.array_keys.items()
+            }
             table = pa.table(columns, schema=stream.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-            seqs = columns["seq_num"]
             self._record_error(f"stream {stream.name}: rows seq_num {seqs[0]}-{seqs[-1]} do not "
                                f"fit the descriptor's data keys: {exc}")  # fmt: skip
             return
+        try:
+            self._write(stream, table, arrays)
+        except httpx.HTTPStatusError as exc:
+            self._record_error(f"stream {stream.name}: rows seq_num {seqs[0]}-{seqs[-1]} "
+                               f"refused by Tiled: {exc}")  # fmt: skip
+
+    @staticmethod
+    def _stack(values: list, shape: list[int]) -> np.ndarray:
+        array = np.asarray(values, dtype=float)
+        if array.shape[1:] != tuple(shape):
+            raise ValueError(f"values of shape {array.shape[1:]}, the descriptor says {shape}")
+        return array
+
+    def _write(self, stream: Stream, table: pa.Table, arrays: dict[str, np.ndarray]) -> None:
         if stream.table is None:
             stream.table = self._retry(
                 lambda: stream.node.create_appendable_table(schema=stream.schema, key="internal"),
                 f"create table {stream.name}",
             )
-        first = columns["seq_num"][0]
+        first = table["seq_num"][0].as_py()
+        for key, array in arrays.items():
+            self._write_array(stream, key, array)
         self._retry(lambda: self._append_once(stream, table, first), f"append to {stream.name}")
         stream.rows_written += table.num_rows
+
+    def _write_array(self, stream: Stream, key: str, array: np.ndarray) -> None:
+        """Array data keys as array nodes beside the table, extended batch by batch."""
+        node = stream.arrays.get(key)
+        if node is None:
+            stream.arrays[key] = self._retry(
+                lambda: stream.node.write_array(array, key=key), f"write array {key}"
+            )
+            return
+        # At the table's row count: a retried patch rewrites the same rows, never adds.
+        offset = (stream.rows_written,) + (0,) * (array.ndim - 1)
+        self._retry(lambda: node.patch(array, offset=offset, extend=True), f"extend array {key}")
 
     def _append_once(self, stream: Stream, table: pa.Table, first_seq: int) -> None:
         """Append unless an earlier try whose answer was lost already did."""

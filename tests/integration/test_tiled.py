@@ -1,0 +1,245 @@
+"""The Tiled writer: real broker, real Tiled server, real RunEngine."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+import numpy as np
+from bluesky import RunEngine
+from event_model import RunRouter
+from tiled.client import from_uri
+from tiled.queries import FullText, Key, KeyPresent
+
+from consumers.tiled import connect_catalog, tiled_factory
+from producer import KafkaPublisher, lineage
+from producer.plans import nested_runs, recursive_runs, sequential_runs, sim_hw
+from tests.integration.consumer_harness import ROOT, running, settings, wait_for
+from tests.kafka_tools import unique_prefix
+
+
+def _reader(tiled_server, name):
+    """The catalog as users read it: bluesky-tiled-plugins' CatalogOfBlueskyRuns."""
+    return from_uri(tiled_server.url, api_key=tiled_server.api_key)[name]
+
+
+def _rows(tiled_server, name: str, uid: str) -> int:
+    """Rows of the run's primary stream readable now (0 before its table exists)."""
+    cat = _reader(tiled_server, name)
+    if uid not in cat or "primary" not in cat[uid]:
+        return 0
+    try:
+        return cat[uid]["primary"].read().sizes.get("time", 0)
+    except KeyError:
+        return 0
+
+
+def _engine(publisher, *, threaded: bool = False):
+    RE = RunEngine({}, context_managers=[]) if threaded else RunEngine({})
+    RE.preprocessors.append(lineage)
+    emitted: list[tuple[str, dict]] = []
+    RE.subscribe(publisher)
+    RE.subscribe(lambda n, d: emitted.append((n, d)))
+    return RE, emitted
+
+
+def _complete(cat, uids) -> bool:
+    cat = cat.refresh() if hasattr(cat, "refresh") else cat
+    return all(u in cat and cat[u].metadata.get("stop") for u in uids)
+
+
+def _events(emitted, uid):
+    descs = {d["uid"] for n, d in emitted if n == "descriptor" and d["run_start"] == uid}
+    return [d for n, d in emitted if n == "event" and d["descriptor"] in descs]
+
+
+def _tiled_service(bootstrap, topic, group, tiled_server, catalog):
+    return subprocess.Popen(
+        [sys.executable, "-m", "runstream.cli", "consume", "tiled", "--tiled-url",
+         tiled_server.url, "--catalog", catalog, "--topic", topic, "--group", group,
+         "--bootstrap", bootstrap, "--from-beginning", "--max-latency", "0.2"],
+        cwd=ROOT, env={**os.environ, "RUNSTREAM_TILED_API_KEY": tiled_server.api_key,
+                       "RUNSTREAM_SESSION_TIMEOUT_MS": "6000"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def test_seed_plans_land_as_runs_users_can_find(kafka_bootstrap, new_topic, tiled_server, tmp_path):
+    topic = new_topic(partitions=2)
+    name = unique_prefix("cat")
+    connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    service = _tiled_service(kafka_bootstrap, topic, unique_prefix("g"), tiled_server, name)
+    publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=2)
+    RE, emitted = _engine(publisher)
+    try:
+        uids = []
+        for plan in (sequential_runs(4), nested_runs(4), recursive_runs(2)):
+            uids += RE(plan)
+        # and one run whose engine never ends it
+        publisher("start", {"uid": "never-ends", "time": 1.0, "scan_id": 99, "plan_name": "x"})
+        assert publisher.flush(30) == 0
+        cat = _reader(tiled_server, name)
+        wait_for(lambda: _complete(_reader(tiled_server, name), uids), what="runs in Tiled")
+        wait_for(lambda: "never-ends" in _reader(tiled_server, name), what="the open run")
+    finally:
+        publisher.close()
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(30) == 0
+    cat = _reader(tiled_server, name)
+    starts = {d["uid"]: d for n, d in emitted if n == "start"}
+    stops = {d["run_start"]: d for n, d in emitted if n == "stop"}
+    for uid in uids:
+        run = cat[uid]
+        assert run.metadata["start"]["uid"] == uid
+        assert run.metadata["start"]["plan_name"] == starts[uid]["plan_name"]
+        assert run.metadata["stop"]["exit_status"] == stops[uid]["exit_status"] == "success"
+        events = _events(emitted, uid)
+        data = run["primary"].read()
+        for key in events[0]["data"]:
+            np.testing.assert_allclose(data[key].values, [e["data"][key] for e in events])
+        assert list(data["time"].values) == [e["time"] for e in events]
+    assert cat[-1].metadata["start"]["uid"] == "never-ends"  # the last one written
+    some = starts[uids[2]]
+    assert cat[some["scan_id"]].metadata["start"]["uid"] == some["uid"]
+    assert cat[some["uid"][:8]].metadata["start"]["uid"] == some["uid"]
+    # the queries users type
+    outer, inner = uids[2], uids[3]
+    assert list(cat.search(Key("start.run_key") == "run_2")) == [inner]
+    assert list(cat.search(Key("start.parent_uid") == outer)) == [inner]
+    assert len(cat.search(Key("start.plan_name") == "recursive_runs")) == 3
+    assert len(cat.search(Key("start.scan_id") == some["scan_id"])) >= 1
+    assert set(cat.search(FullText("nested_runs"))) == {outer, inner}
+    assert list(cat.search(KeyPresent("stop.uid", False))) == ["never-ends"]
+
+
+def test_killed_writer_and_a_second_replay_write_rows_once(
+    kafka_bootstrap, new_topic, tiled_server, tmp_path
+):
+    topic = new_topic(partitions=1)
+    name = unique_prefix("cat")
+    connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    group = unique_prefix("g")
+    hw = sim_hw()
+    go_on = threading.Event()
+
+    @bpp.run_decorator(md={})
+    def long_run():
+        for j in range(40):
+            if j == 15:
+                go_on.wait(120)
+            yield from bps.mov(hw.motor, j)
+            yield from bps.trigger_and_read([hw.motor, hw.det])
+
+    publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
+    RE, emitted = _engine(publisher, threaded=True)
+    first = _tiled_service(kafka_bootstrap, topic, group, tiled_server, name)
+    engine = threading.Thread(target=lambda: RE(long_run()))
+    engine.start()
+
+    try:
+        wait_for(lambda: any(n == "start" for n, _ in emitted), what="the start")
+        uid = emitted[0][1]["uid"]
+        wait_for(lambda: _rows(tiled_server, name, uid) >= 10, what="rows of the live run")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        go_on.set()
+        engine.join(60)
+        assert publisher.flush(30) == 0
+        second = _tiled_service(kafka_bootstrap, topic, group, tiled_server, name)
+        try:
+            wait_for(lambda: _complete(_reader(tiled_server, name), [uid]), timeout=90,
+                     what="the run replayed after the kill")  # fmt: skip
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(30) == 0
+    finally:
+        go_on.set()
+        publisher.close()
+    # the whole topic a second time, by a new group
+    catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    stops = []
+    writers = tiled_factory(catalog, max_latency=0.2)
+
+    def factory(n, start):
+        callbacks, sub = writers(n, start)
+        return [*callbacks, lambda n2, d: stops.append(d) if n2 == "stop" else None], sub
+
+    with running(settings(kafka_bootstrap, topic), [factory]):
+        wait_for(lambda: stops, what="the replay to pass the run")
+    table = _reader(tiled_server, name)[uid]["primary"].base["internal"].read()
+    assert list(table["seq_num"]) == list(range(1, 41))  # every row, once
+    data = _reader(tiled_server, name)[uid]["primary"].read()
+    np.testing.assert_allclose(data["motor"].values, [e["data"]["motor"] for e in
+                                                      _events(emitted, uid)])  # fmt: skip
+
+
+def test_rows_of_a_live_run_become_readable(kafka_bootstrap, new_topic, tiled_server, tmp_path):
+    topic = new_topic(partitions=1)
+    name = unique_prefix("cat")
+    catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    hw = sim_hw()
+    go_on = threading.Event()
+
+    @bpp.run_decorator(md={})
+    def paused_run():
+        for j in range(12):
+            if j == 8:
+                go_on.wait(60)
+            yield from bps.mov(hw.motor, j)
+            yield from bps.trigger_and_read([hw.motor, hw.det])
+
+    publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
+    RE, emitted = _engine(publisher, threaded=True)
+    with running(settings(kafka_bootstrap, topic), [tiled_factory(catalog, max_latency=0.3)]):
+        engine = threading.Thread(target=lambda: RE(paused_run()))
+        engine.start()
+        try:
+            wait_for(lambda: emitted, what="the start")
+            uid = emitted[0][1]["uid"]
+
+            def visible() -> int:
+                return _rows(tiled_server, name, uid)
+
+            wait_for(lambda: visible() == 8, timeout=5, what="8 rows while the run is open")
+            assert "stop" not in _reader(tiled_server, name)[uid].metadata or \
+                _reader(tiled_server, name)[uid].metadata.get("stop") is None  # fmt: skip
+        finally:
+            go_on.set()
+            engine.join(30)
+            publisher.flush(30)
+            publisher.close()
+        wait_for(lambda: _complete(_reader(tiled_server, name), [uid]), what="the stop")
+    assert visible() == 12
+
+
+def test_bad_input_is_recorded_and_other_runs_are_untouched(tiled_server) -> None:
+    name = unique_prefix("cat")
+    catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    router = RunRouter([tiled_factory(catalog, max_latency=0.1)])
+    keys = {"x": {"dtype": "number", "shape": [], "source": "s"},
+            "v": {"dtype": "array", "shape": [3], "source": "s"}}  # fmt: skip
+    bad, good = str(uuid.uuid4()), str(uuid.uuid4())
+    for uid in (bad, good):
+        router("start", {"uid": uid, "time": 0.0, "scan_id": 1})
+        router("descriptor", {"uid": uid + "d", "run_start": uid, "time": 0.0, "name": "primary",
+                              "data_keys": keys})  # fmt: skip
+    router("event", {"uid": "e1", "descriptor": good + "d", "seq_num": 1, "time": 1.0,
+                     "data": {"x": 1.5, "v": np.ones(3)}, "timestamps": {"x": 1.0, "v": 1.0},
+                     "filled": {}})  # fmt: skip
+    router("event", {"uid": "e2", "descriptor": bad + "d", "seq_num": 1, "time": 1.0,
+                     "data": {"x": "not a number", "v": 7.0}, "timestamps": {"x": 1.0, "v": 1.0},
+                     "filled": {}})  # fmt: skip
+    for uid in (bad, good):
+        router("stop", {"uid": uid + "s", "run_start": uid, "time": 2.0, "exit_status": "success"})
+    cat = _reader(tiled_server, name)
+    errors = cat[bad].metadata["runstream"]["errors"]
+    assert len(errors) == 1 and "seq_num 1-1" in errors[0]
+    assert "runstream" not in cat[good].metadata
+    data = cat[good]["primary"].read()
+    assert list(data["x"].values) == [1.5] and list(data["v"].values[0]) == [1.0, 1.0, 1.0]

@@ -1,0 +1,28 @@
+"""A real Tiled server over loopback for the session, with a writable catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from runstream.settings import LocalSettings
+from runstream.tiled import LocalTiled
+from tests.kafka_tools import free_port
+
+
+@dataclass
+class TiledServer:
+    url: str
+    api_key: str
+    server: LocalTiled
+
+
+@pytest.fixture(scope="session")
+def tiled_server(tmp_path_factory) -> Iterator[TiledServer]:
+    settings = LocalSettings(home=tmp_path_factory.mktemp("tiled-home"), tiled_port=free_port())
+    server = LocalTiled(settings)
+    url = server.up()
+    yield TiledServer(url, server.api_key(), server)
+    server.down()
