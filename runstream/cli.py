@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from .broker import BrokerError, LocalBroker
 from .settings import LocalSettings
+from .tiled import TiledError
 
 log = logging.getLogger("runstream")
 OUR_LOGGERS = ("runstream", "schemas", "producer", "consumers")
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(ours).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
-    except (CommandError, BrokerError) as exc:
+    except (CommandError, BrokerError, TiledError) as exc:
         print(f"runstream: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

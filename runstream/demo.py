@@ -1,10 +1,9 @@
 """``runstream demo``: the seed's multi-run plans through the whole local pipeline.
 
-Brings up what is missing (the local broker, and the local Tiled server with
-its writer when available), starts the table and plot consumer services as
-processes of their own, runs the sequential, nested and recursive plans
-through a RunEngine publishing with `KafkaPublisher`, shows the per-run tables
-as they arrive, lists the plot files, and stops everything it started.
+Brings up what is missing (the local broker and the local Tiled server),
+starts the table, plot and Tiled consumer services as processes of their own,
+runs the sequential, nested and recursive plans through a RunEngine
+publishing with `KafkaPublisher`, shows the per-run tables as they arrive, lists the plot files, and stops everything it started.
 """
 
 from __future__ import annotations
@@ -23,11 +22,14 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from consumers.tiled import connect_catalog
 
 from .broker import LocalBroker
 from .cli import CommandError, progress
 from .settings import LocalSettings
+from .tiled import LocalTiled
 
 if TYPE_CHECKING:
     from producer import KafkaPublisher
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLANS = ("sequential_runs", "nested_runs", "recursive_runs")
+DEMO_CATALOG = "raw"
 
 
 @dataclass
@@ -97,14 +100,29 @@ class Demo:
             if not self.keep:
                 broker.down(progress)
 
-    def service(self, kind: str, bootstrap: str, *extra: str, show: bool) -> Service:
+    @contextlib.contextmanager
+    def tiled(self) -> Iterator[LocalTiled]:
+        server = LocalTiled(self.settings)
+        if server.status():
+            progress(f"using the local Tiled server already up at {server.status()}")
+            yield server
+            return
+        server.up(progress)
+        try:
+            yield server
+        finally:
+            if not self.keep:
+                server.down(progress)
+
+    def service(self, kind: str, bootstrap: str, *extra: str, show: bool,
+                env: dict[str, str] | None = None) -> Service:  # fmt: skip
         port = _free_port()
         cmd = [
             sys.executable, "-m", "runstream.cli", "consume", kind,
             "--topic", self.topic, "--group", f"demo-{kind}-{self.out.name}",
             "--bootstrap", bootstrap, "--from-beginning", "--http-port", str(port), *extra,
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE if show else subprocess.DEVNULL, text=True, env=env
         )
@@ -165,7 +183,8 @@ class Demo:
                     raise CommandError(f"the {service.name} consumer did not get ready")
                 time.sleep(0.2)
 
-    def wait_for_outputs(self, uids: list[str], services: list[Service], timeout: float) -> None:
+    def wait_for_outputs(self, uids: list[str], services: list[Service], catalog: Any,
+                         timeout: float) -> None:  # fmt: skip
         deadline = time.monotonic() + timeout
         pending = set(uids)
         while pending and time.monotonic() < deadline:
@@ -177,7 +196,12 @@ class Demo:
             for uid in list(pending):
                 tables = list((self.out / "tables").glob(f"*-{uid[:8]}.txt"))
                 plots = list((self.out / "plots").glob(f"*-{uid[:8]}-*.png"))
-                if tables and plots and "run ended" in tables[0].read_text():
+                if (
+                    tables
+                    and plots
+                    and "run ended" in tables[0].read_text()
+                    and (uid in catalog and catalog[uid].metadata.get("stop"))
+                ):
                     pending.discard(uid)
             time.sleep(0.2)
         if pending:
@@ -189,16 +213,28 @@ class Demo:
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         progress(f"demo outputs in {self.out}")
-        with self.broker() as bootstrap:
+        with self.broker() as bootstrap, self.tiled() as tiled:
+            url, key = tiled.status(), tiled.api_key()
+            catalog = connect_catalog(url, key, DEMO_CATALOG)
             publisher = self.publisher(bootstrap)
             services = [
                 self.service("table", bootstrap, "--out", str(self.out / "tables"), show=True),
                 self.service("plot", bootstrap, "--out", str(self.out / "plots"), show=False),
+                self.service(
+                    "tiled",
+                    bootstrap,
+                    "--tiled-url",
+                    url,
+                    "--catalog",
+                    DEMO_CATALOG,
+                    show=False,
+                    env={"RUNSTREAM_TILED_API_KEY": key},
+                ),
             ]
             try:
                 self.wait_ready(services, timeout=60)
                 uids = self.run_plans(publisher)
-                self.wait_for_outputs(uids, services, timeout=90)
+                self.wait_for_outputs(uids, services, catalog, timeout=90)
             finally:
                 codes = {s.name: s.stop() for s in services}
                 if not self.keep:
@@ -207,11 +243,14 @@ class Demo:
             if bad:
                 raise CommandError(f"consumer(s) exited with errors: {bad}")
         progress("")
-        progress(f"{len(uids)} runs went through Kafka to per-run tables and plots:")
+        progress(f"{len(uids)} runs went through Kafka to per-run tables, plots and Tiled:")
         for path in sorted((self.out / "tables").glob("*.txt")):
             progress(f"  table {path}")
         for path in sorted((self.out / "plots").glob("*.png")):
             progress(f"  plot  {path}")
+        progress(f"  tiled {url}/api/v1/search/{DEMO_CATALOG}: the same {len(uids)} runs, e.g.")
+        progress(f"        from_uri('{url}', api_key=...)['{DEMO_CATALOG}']"
+                 ".search(Key('start.run_key') == 'run_2')")  # fmt: skip
         return 0
 
 

@@ -134,14 +134,16 @@ def test_a_fast_run_renders_a_bounded_number_of_times(kafka_bootstrap, new_topic
 def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "RUNSTREAM_HOME": str(home), "RUNSTREAM_BROKER_PORT": str(free_port()),
-           "RUNSTREAM_BROKER_CONTROLLER_PORT": str(free_port())}  # fmt: skip
+           "RUNSTREAM_BROKER_CONTROLLER_PORT": str(free_port()),
+           "RUNSTREAM_TILED_PORT": str(free_port())}  # fmt: skip
     env.pop("RUNSTREAM_KAFKA_BOOTSTRAP", None)
+    env.pop("RUNSTREAM_TILED_API_KEY", None)
     demo = subprocess.run(
         [sys.executable, "-m", "runstream.cli", "demo", "--npts", "3"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "7 runs went through Kafka" in demo.stderr
+    assert "7 runs went through Kafka to per-run tables, plots and Tiled" in demo.stderr
     assert "run key run_2" in demo.stdout and "inside run" in demo.stdout
     (out,) = (home / "demo").iterdir()
     assert len(list((out / "tables").glob("*.txt"))) == 7
@@ -149,3 +151,4 @@ def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert str(home) not in leftovers and out.name not in leftovers
     assert not (home / "kafka" / "broker.pid").exists()
+    assert not (home / "tiled" / "server.json").exists()

@@ -1,0 +1,13 @@
+"""The engine service: one RunEngine on its own thread, fed plans over HTTP.
+
+Every document goes to the injected subscribers (in production the
+`producer.KafkaPublisher`); the queue and the task history live in SQLite so a
+restart loses neither.
+"""
+
+from .config import EngineSettings
+from .queue import ControlError, Engine
+from .registry import PlanRegistry, RequestError
+from .store import TaskStore
+
+__all__ = ["ControlError", "Engine", "EngineSettings", "PlanRegistry", "RequestError", "TaskStore"]
