@@ -3,7 +3,8 @@
 Brings up what is missing (the local broker and the local Tiled server),
 starts the table, plot and Tiled consumer services as processes of their own,
 runs the sequential, nested and recursive plans through a RunEngine
-publishing with `KafkaPublisher`, shows the per-run tables as they arrive, lists the plot files, and stops everything it started.
+publishing with `KafkaPublisher`, shows the per-run tables as they arrive,
+lists the plot files and the Tiled catalog, and stops everything it started.
 """
 
 from __future__ import annotations
