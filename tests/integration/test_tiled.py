@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import bluesky.plan_stubs as bps
@@ -243,3 +244,57 @@ def test_bad_input_is_recorded_and_other_runs_are_untouched(tiled_server) -> Non
     assert "runstream" not in cat[good].metadata
     data = cat[good]["primary"].read()
     assert list(data["x"].values) == [1.5] and list(data["v"].values[0]) == [1.0, 1.0, 1.0]
+
+
+def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp_path) -> None:
+    from runstream.settings import LocalSettings
+    from runstream.tiled import LocalTiled
+    from tests.kafka_tools import free_port
+
+    server = LocalTiled(LocalSettings(home=tmp_path / "tiled-home", tiled_port=free_port()))
+    url, key = server.up(), server.api_key()
+    try:
+        topic = new_topic(partitions=1)
+        name = unique_prefix("cat")
+        catalog = connect_catalog(url, key, name)
+        hw = sim_hw()
+        go_on = threading.Event()
+
+        @bpp.run_decorator(md={})
+        def paused_run():
+            for j in range(30):
+                if j == 10:
+                    go_on.wait(120)
+                yield from bps.mov(hw.motor, j)
+                yield from bps.trigger_and_read([hw.motor, hw.det])
+
+        publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
+        RE, emitted = _engine(publisher, threaded=True)
+        stops = []
+        writers = tiled_factory(catalog, max_latency=0.2)
+
+        def factory(n, start):
+            callbacks, sub = writers(n, start)
+            return [*callbacks, lambda n2, d: stops.append(d) if n2 == "stop" else None], sub
+
+        reader = type("Reader", (), {"url": url, "api_key": key})
+        with running(settings(kafka_bootstrap, topic), [factory]):
+            engine = threading.Thread(target=lambda: RE(paused_run()))
+            engine.start()
+            wait_for(lambda: emitted, what="the start")
+            uid = emitted[0][1]["uid"]
+            wait_for(lambda: _rows(reader, name, uid) == 10, what="the first rows")
+            server.down()
+            go_on.set()
+            engine.join(60)
+            assert publisher.flush(30) == 0
+            time.sleep(2)  # the writer meets a Tiled that is away, and waits
+            assert server.up() == url
+            wait_for(lambda: stops, timeout=90, what="the run's stop, written after the outage")
+        publisher.close()
+        table = _reader(reader, name)[uid]["primary"].base["internal"].read()
+        assert list(table["seq_num"]) == list(range(1, 31))  # nothing lost, nothing twice
+        assert _reader(reader, name)[uid].metadata["stop"]["exit_status"] == "success"
+    finally:
+        go_on.set()
+        server.down()
