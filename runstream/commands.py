@@ -30,4 +30,10 @@ def _tiled(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_consume, _demo, _tiled]
+def _engine(sub: argparse._SubParsersAction) -> None:
+    from producer.engine.cli import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_consume, _demo, _tiled, _engine]

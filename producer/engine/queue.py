@@ -12,6 +12,7 @@ refused transition is a `ControlError`.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -20,7 +21,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bluesky import RunEngine
-from bluesky.utils import RunEngineInterrupted
+from bluesky.preprocessors import plan_mutator
+from bluesky.utils import Msg, RunEngineInterrupted, single_gen
 
 from .events import EventHub
 from .registry import PlanRegistry, RequestError
@@ -32,7 +34,11 @@ DocumentCallback = Callable[[str, Mapping[str, Any]], Any]
 Preprocessor = Callable[[Any], Any]
 ReadyCheck = Callable[[], str | None]
 #: What a task ended as, by the control that ended it.
-ENDED_BY = {"abort": ("aborted", "abort"), "halt": ("halted", "abort"), "stop": ("stopped", "success")}
+ENDED_BY = {
+    "abort": ("aborted", "abort"),
+    "halt": ("halted", "abort"),
+    "stop": ("stopped", "success"),
+}
 CONTROLS = ("pause", "resume", "stop", "abort", "halt")
 #: How long the RunEngine's event loop may take to answer a readiness ping.
 LOOP_PING_TIMEOUT = 1.0
@@ -79,6 +85,7 @@ class Engine:
     def _new_run_engine(self) -> RunEngine:
         RE = RunEngine({}, context_managers=[], call_returns_result=True)
         RE.preprocessors.extend(self._preprocessors)
+        RE.preprocessors.append(self._give_reason)
         RE.subscribe(self._on_document)
         for callback in self._subscribers:
             RE.subscribe(callback)
@@ -97,10 +104,8 @@ class Engine:
             self._cv.notify_all()
         state = self.RE.state
         if state not in ("idle", "panicked"):
-            try:
+            with contextlib.suppress(ControlError):
                 self.control("abort", "engine shutting down")
-            except ControlError:
-                pass
         self._thread.join(timeout)
 
     # -- requests ------------------------------------------------------------------
@@ -295,6 +300,26 @@ class Engine:
             self.RE = self._new_run_engine()
         log.info("task %s %s (%s)", task_id, state, exit_status)
         self.events.publish("task", task_id=task_id, state=state, exit_status=exit_status)
+
+    def _give_reason(self, plan: Any) -> Any:
+        """Put the operator's reason into ``close_run`` messages of an interrupted plan.
+
+        A plan closing its runs on the RunEngine's RequestAbort (thrown in when
+        a paused plan is aborted) closes them with an empty reason.
+        """
+
+        def fill(msg: Msg) -> tuple[Any, None]:
+            ended = self._ended_by
+            if (
+                msg.command == "close_run"
+                and ended is not None
+                and msg.kwargs.get("exit_status") in ("abort", "fail")
+                and not msg.kwargs.get("reason")
+            ):
+                return single_gen(msg._replace(kwargs={**msg.kwargs, "reason": ended[1]})), None
+            return None, None
+
+        return (yield from plan_mutator(plan, fill))
 
     # -- the RunEngine's callbacks ------------------------------------------------------
 

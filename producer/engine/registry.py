@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 Plan = Generator[Any, Any, Any]
 #: Parameters the engine supplies itself; never part of a request.
 INJECTED = ("hw",)
+POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 DEVICE_SCHEMA: dict[str, Any] = {
     "description": "device name, list of device names, or (in scans) numbers",
     "anyOf": [
@@ -134,11 +135,7 @@ class PlanEntry:
         return entry
 
     def describe(self) -> dict[str, Any]:
-        positional = [
-            p.name
-            for p in self.parameters
-            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        ]
+        positional = [p.name for p in self.parameters if p.kind in POSITIONAL]
         var = [p.name for p in self.parameters if p.kind is inspect.Parameter.VAR_POSITIONAL]
         return {
             "name": self.name,
@@ -179,9 +176,7 @@ class PlanRegistry:
         allowed: list[str] | None = None,
     ) -> PlanRegistry:
         """`ophyd.sim`'s devices, Bluesky's standard plans, the seed's plans, the user's."""
-        devices = {
-            name: obj for name, obj in vars(seed_plans.sim_hw()).items() if _is_device(obj)
-        }
+        devices = {name: obj for name, obj in vars(seed_plans.sim_hw()).items() if _is_device(obj)}
         plans = dict(stock.standard_plans())
         plans.update(seed_plans.SEED_PLANS)
         plans.update(stock.ENGINE_PLANS)
@@ -199,9 +194,7 @@ class PlanRegistry:
                     plans[name] = obj
         return cls(plans, devices, allowed)
 
-    def build(
-        self, plan: str, args: list[Any], kwargs: dict[str, Any]
-    ) -> Plan:
+    def build(self, plan: str, args: list[Any], kwargs: dict[str, Any]) -> Plan:
         """Check a request and make its plan; RequestError names the first problem."""
         entry = self.plans.get(plan)
         if entry is None:
@@ -245,9 +238,7 @@ class PlanRegistry:
         if isinstance(value, str):
             if value in self.devices:
                 return self.devices[value]
-            raise RequestError(
-                f"plan {plan!r}: argument {param.name!r}: unknown device {value!r}"
-            )
+            raise RequestError(f"plan {plan!r}: argument {param.name!r}: unknown device {value!r}")
         if isinstance(value, list):
             return [self._devices(plan, param, v) for v in value]
         if isinstance(value, dict):
@@ -262,7 +253,8 @@ def load_module(spec: str) -> ModuleType:
     try:
         if spec.endswith(".py"):
             path = Path(spec)
-            module_spec = importlib.util.spec_from_file_location(f"runstream_user_{path.stem}", path)
+            name = f"runstream_user_{path.stem}"
+            module_spec = importlib.util.spec_from_file_location(name, path)
             if module_spec is None or module_spec.loader is None:
                 raise ImportError(f"not a Python file: {spec}")
             module = importlib.util.module_from_spec(module_spec)

@@ -48,7 +48,8 @@ def suspended_run(npts: int = 5, hold: float = 0.2, *, hw: Any = None) -> Plan:
     tripped = threading.Event()
 
     @bpp.set_run_key_decorator("pre_plan")
-    @bpp.run_decorator(md={"purpose": "suspender pre-plan"})
+    # The RunEngine injects a pre-plan around the preprocessors: name its key in md.
+    @bpp.run_decorator(md={"purpose": "suspender pre-plan", "run_key": "pre_plan"})
     def pre_plan() -> Plan:
         yield from bps.trigger_and_read([hw.det])
 

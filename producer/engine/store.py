@@ -151,7 +151,7 @@ class TaskStore:
         if state is not None:
             query, params = query + " WHERE state = ?", (state,)
         with self._lock:
-            rows = self._db.execute(f"{query} ORDER BY seq DESC LIMIT ?", (*params, limit))  # noqa: S608
+            rows = self._db.execute(f"{query} ORDER BY seq DESC LIMIT ?", (*params, limit))
             return [_task(r) for r in rows.fetchall()][::-1]
 
     def counts(self) -> dict[str, int]:

@@ -95,3 +95,25 @@ class ConsumerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
         return self.proc.wait(timeout)
+
+
+def gated_run(points: int, gate_at: int, gate: threading.Event, md: dict | None = None):
+    """One run of ``points`` ophyd.sim motor/det readings that waits for ``gate`` at ``gate_at``:
+    a live run that tests can catch in the middle. Call it on the test's thread (the
+    devices are made there), run it on any."""
+    import bluesky.plan_stubs as bps
+    import bluesky.preprocessors as bpp
+
+    from producer.plans import sim_hw
+
+    hw = sim_hw()
+
+    @bpp.run_decorator(md=md or {})
+    def plan():
+        for j in range(points):
+            if j == gate_at:
+                gate.wait(120)
+            yield from bps.mov(hw.motor, j)
+            yield from bps.trigger_and_read([hw.motor, hw.det])
+
+    return plan()

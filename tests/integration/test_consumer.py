@@ -11,8 +11,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 import msgpack
 from bluesky import RunEngine
 from bluesky.callbacks import LiveTable
@@ -23,6 +21,7 @@ from producer import KafkaPublisher, lineage
 from producer.plans import nested_runs, recursive_runs, sequential_runs, sim_hw
 from tests.integration.consumer_harness import (
     ConsumerProcess,
+    gated_run,
     publish,
     running,
     settings,
@@ -119,17 +118,7 @@ def test_killed_consumer_leaves_its_run_to_the_survivor(
     a = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
     b = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
     consumers = {str(a.proc.pid): a, str(b.proc.pid): b}
-    hw = sim_hw()
     go_on = threading.Event()
-
-    @bpp.run_decorator(md={"purpose": "long"})
-    def long_run():
-        for j in range(60):
-            if j == 20:
-                go_on.wait(120)
-            yield from bps.mov(hw.motor, j)
-            yield from bps.trigger_and_read([hw.motor, hw.det])
-
     publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=2)
     RE = RunEngine({}, context_managers=[])  # runs on a thread of its own
     RE.preprocessors.append(lineage)
@@ -137,7 +126,8 @@ def test_killed_consumer_leaves_its_run_to_the_survivor(
     try:
         wait_for(lambda: a.ready() and b.ready(), what="both consumers assigned")
         result: list = []
-        engine = threading.Thread(target=lambda: result.extend(RE(long_run())))
+        plan = gated_run(60, 20, go_on)
+        engine = threading.Thread(target=lambda: result.extend(RE(plan)))
         engine.start()
         wait_for(lambda: any(len(d) >= 15 for d in _recorded(tmp_path).values()),
                  what="the run under way")  # fmt: skip
@@ -158,7 +148,8 @@ def test_killed_consumer_leaves_its_run_to_the_survivor(
     finally:
         go_on.set()
         publisher.close()
-        assert consumers[next(p for p in consumers if p != victim_pid)].terminate() == 0
+        codes = {pid: c.terminate() for pid, c in consumers.items()}
+    assert codes[survivor_pid] == 0
     got = _recorded(tmp_path)
     truth = _truth(kafka_bootstrap, topic)[uid]
     assert got[(uid, survivor_pid)] == truth  # the whole run, from its start

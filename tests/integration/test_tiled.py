@@ -10,8 +10,6 @@ import threading
 import time
 import uuid
 
-import bluesky.plan_stubs as bps
-import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky import RunEngine
 from event_model import RunRouter
@@ -20,8 +18,8 @@ from tiled.queries import FullText, Key, KeyPresent
 
 from consumers.tiled import connect_catalog, tiled_factory
 from producer import KafkaPublisher, lineage
-from producer.plans import nested_runs, recursive_runs, sequential_runs, sim_hw
-from tests.integration.consumer_harness import ROOT, running, settings, wait_for
+from producer.plans import nested_runs, recursive_runs, sequential_runs
+from tests.integration.consumer_harness import ROOT, gated_run, running, settings, wait_for
 from tests.kafka_tools import unique_prefix
 
 
@@ -126,21 +124,12 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
     name = unique_prefix("cat")
     connect_catalog(tiled_server.url, tiled_server.api_key, name)
     group = unique_prefix("g")
-    hw = sim_hw()
     go_on = threading.Event()
-
-    @bpp.run_decorator(md={})
-    def long_run():
-        for j in range(40):
-            if j == 15:
-                go_on.wait(120)
-            yield from bps.mov(hw.motor, j)
-            yield from bps.trigger_and_read([hw.motor, hw.det])
-
     publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
     RE, emitted = _engine(publisher, threaded=True)
     first = _tiled_service(kafka_bootstrap, topic, group, tiled_server, name)
-    engine = threading.Thread(target=lambda: RE(long_run()))
+    plan = gated_run(40, 15, go_on)
+    engine = threading.Thread(target=lambda: RE(plan))
     engine.start()
 
     try:
@@ -161,6 +150,8 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
             assert second.wait(30) == 0
     finally:
         go_on.set()
+        first.kill()  # killed above on the way; here too if the test failed before that
+        first.wait()
         publisher.close()
     # the whole topic a second time, by a new group
     catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
@@ -184,21 +175,12 @@ def test_rows_of_a_live_run_become_readable(kafka_bootstrap, new_topic, tiled_se
     topic = new_topic(partitions=1)
     name = unique_prefix("cat")
     catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
-    hw = sim_hw()
     go_on = threading.Event()
-
-    @bpp.run_decorator(md={})
-    def paused_run():
-        for j in range(12):
-            if j == 8:
-                go_on.wait(60)
-            yield from bps.mov(hw.motor, j)
-            yield from bps.trigger_and_read([hw.motor, hw.det])
-
     publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
     RE, emitted = _engine(publisher, threaded=True)
     with running(settings(kafka_bootstrap, topic), [tiled_factory(catalog, max_latency=0.3)]):
-        engine = threading.Thread(target=lambda: RE(paused_run()))
+        plan = gated_run(12, 8, go_on)
+        engine = threading.Thread(target=lambda: RE(plan))
         engine.start()
         try:
             wait_for(lambda: emitted, what="the start")
@@ -257,17 +239,7 @@ def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp
         topic = new_topic(partitions=1)
         name = unique_prefix("cat")
         catalog = connect_catalog(url, key, name)
-        hw = sim_hw()
         go_on = threading.Event()
-
-        @bpp.run_decorator(md={})
-        def paused_run():
-            for j in range(30):
-                if j == 10:
-                    go_on.wait(120)
-                yield from bps.mov(hw.motor, j)
-                yield from bps.trigger_and_read([hw.motor, hw.det])
-
         publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
         RE, emitted = _engine(publisher, threaded=True)
         stops = []
@@ -279,7 +251,8 @@ def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp
 
         reader = type("Reader", (), {"url": url, "api_key": key})
         with running(settings(kafka_bootstrap, topic), [factory]):
-            engine = threading.Thread(target=lambda: RE(paused_run()))
+            plan = gated_run(30, 10, go_on)
+            engine = threading.Thread(target=lambda: RE(plan))
             engine.start()
             wait_for(lambda: emitted, what="the start")
             uid = emitted[0][1]["uid"]

@@ -1,0 +1,180 @@
+"""`runstream engine` as a process: real RunEngine, real KafkaPublisher, real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import schemas
+from tests.kafka_tools import free_port, read_all
+
+pytestmark = pytest.mark.kafka
+TOKEN = "engine-test-token"  # noqa: S105 - a test credential
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+# Slow motors for the inner run of the nested plan, so a control lands inside it.
+SLOW_DEVICES = """
+from ophyd.sim import SynAxis
+motor1 = SynAxis(name="motor1", delay=0.15)
+motor2 = SynAxis(name="motor2", delay=0.15)
+"""
+
+
+class EngineProcess:
+    def __init__(self, home: Path, bootstrap: str, topic: str) -> None:
+        (home / "devices.py").write_text(SLOW_DEVICES)
+        self.env = {
+            **os.environ,
+            "RUNSTREAM_HOME": str(home),
+            "RUNSTREAM_API_TOKEN": TOKEN,
+            "RUNSTREAM_KAFKA_BOOTSTRAP": bootstrap,
+            "RUNSTREAM_TOPIC": topic,
+            "RUNSTREAM_PARTITIONS": "2",
+            "RUNSTREAM_DEVICE_MODULES": json.dumps([str(home / "devices.py")]),
+        }
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = home / "engine.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "runstream.cli", "engine", "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/readyz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the engine did not become ready: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+    def wait(self, task_id: str, states: tuple[str, ...], timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = httpx.get(f"{self.url}/tasks/{task_id}").json()
+            if task["state"] in states:
+                return task
+            time.sleep(0.05)
+        raise AssertionError(f"task never reached {states}: {task}")
+
+    def submit(self, plan: str, **kwargs) -> str:
+        reply = httpx.post(f"{self.url}/tasks", json={"plan": plan, "kwargs": kwargs}, headers=AUTH)
+        assert reply.status_code == 201, reply.text
+        return reply.json()["task_id"]
+
+
+@pytest.fixture
+def engine(tmp_path: Path, kafka_bootstrap: str, new_topic) -> Iterator[EngineProcess]:
+    process = EngineProcess(tmp_path, kafka_bootstrap, new_topic(partitions=2))
+    process.start()
+    yield process
+    process.stop()
+
+
+def documents(bootstrap: str, topic: str, stops: int) -> list[tuple[str, dict]]:
+    """The topic's documents once ``stops`` stop documents have arrived (delivery is async)."""
+    deadline = time.monotonic() + 30
+    while True:
+        docs = [schemas.decode(r.value) for r in read_all(bootstrap, topic)]
+        if sum(name == "stop" for name, _ in docs) >= stops or time.monotonic() > deadline:
+            return docs
+        time.sleep(0.2)
+
+
+def test_nested_plan_over_http_lands_in_kafka_with_task_id(engine, kafka_bootstrap) -> None:
+    events: list[str] = []
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{engine.url}/events", timeout=30) as stream:
+            for line in stream.iter_lines():
+                events.append(line)
+                if line.startswith("data:") and '"state": "completed"' in line:
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)
+    task_id = engine.submit("nested_runs", npts=3)
+    task = engine.wait(task_id, ("completed", "failed"))
+    assert task["state"] == "completed", task
+    assert [r["run_key"] for r in task["runs"]] == ["run_1", "run_2"]
+    assert all(r["exit_status"] == "success" and r["scan_id"] for r in task["runs"])
+    docs = documents(kafka_bootstrap, engine.env["RUNSTREAM_TOPIC"], stops=2)
+    starts = {d["uid"]: d for n, d in docs if n == "start"}
+    assert set(starts) == {r["uid"] for r in task["runs"]}
+    assert {d["task_id"] for d in starts.values()} == {task_id}
+    stops = [d for n, d in docs if n == "stop"]
+    assert {d["run_start"] for d in stops} == set(starts)
+    listener.join(10)
+    text = "\n".join(events)
+    assert "event: run_opened" in text and "event: run_closed" in text
+    metrics = httpx.get(f"{engine.url}/metrics").text
+    assert 'runstream_engine_runs{event="opened"} 2.0' in metrics
+    assert "runstream_publisher_documents" in metrics
+
+
+def test_abort_inner_run_then_queue_survives_restart(engine, kafka_bootstrap) -> None:
+    task_id = engine.submit("nested_runs", npts=4)
+    deadline = time.monotonic() + 30
+    while len(engine.wait(task_id, ("running",))["runs"]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    reply = httpx.post(f"{engine.url}/control/abort", json={"reason": "beam lost"}, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    task = engine.wait(task_id, ("aborted", "completed", "failed"))
+    assert task["state"] == "aborted"
+    assert [(r["exit_status"], r["reason"]) for r in task["runs"]] == [("abort", "beam lost")] * 2
+    stops = [
+        d for n, d in documents(kafka_bootstrap, engine.env["RUNSTREAM_TOPIC"], 2) if n == "stop"
+    ]
+    assert sorted((d["exit_status"], d["reason"]) for d in stops) == [("abort", "beam lost")] * 2
+    assert httpx.get(f"{engine.url}/queue").json()["running"] is False
+
+    waiting = engine.submit("count", detectors=["det"], num=2)
+    assert engine.wait(waiting, ("queued",))["position"] == 0
+    engine.stop()
+    engine.start()
+    assert engine.wait(waiting, ("queued",))["state"] == "queued"
+    assert httpx.get(f"{engine.url}/tasks/{task_id}").json()["state"] == "aborted"
+    assert httpx.post(f"{engine.url}/queue/start", headers=AUTH).status_code == 200
+    done = engine.wait(waiting, ("completed", "failed"))
+    assert done["state"] == "completed" and len(done["runs"]) == 1
+
+
+def test_client_commands(engine) -> None:
+    def runstream(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "runstream.cli", args[0], "--url", engine.url, *args[1:]],
+            env=engine.env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    submitted = runstream("submit", "count", "--detectors", '["det"]', "--num", "2")
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = json.loads(submitted.stdout)["task_id"]
+    assert engine.wait(task_id, ("completed",))["runs"][0]["exit_status"] == "success"
+    listed = runstream("tasks")
+    assert [t["task_id"] for t in json.loads(listed.stdout)] == [task_id]
+    refused = runstream("abort", "--reason", "nothing runs")
+    assert refused.returncode != 0 and "409" in refused.stderr
+    unknown = runstream("submit", "no_such_plan")
+    assert unknown.returncode != 0 and "unknown plan" in unknown.stderr
