@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -16,6 +18,16 @@ from .tiled import TiledError
 
 log = logging.getLogger("runstream")
 OUR_LOGGERS = ("runstream", "schemas", "producer", "consumers")
+
+
+class LocalService(Protocol):
+    """What ``runstream broker`` and ``runstream tiled`` drive."""
+
+    dir: Path
+
+    def up(self, progress: Callable[[str], None]) -> str: ...
+    def down(self, progress: Callable[[str], None]) -> bool: ...
+    def status(self) -> str | None: ...
 
 
 class CommandError(RuntimeError):
@@ -53,20 +65,24 @@ def default_bootstrap(args: argparse.Namespace | None = None) -> str:
 # -- broker -------------------------------------------------------------------
 
 
-def _broker(args: argparse.Namespace) -> int:
-    broker = LocalBroker(local_settings(args))
-    if args.action == "up":
-        print(broker.up(progress))
+def local_service_action(service: LocalService, action: str, what: str) -> int:
+    """``up | down | status`` of a local service: the address is the last line printed."""
+    if action == "up":
+        print(service.up(progress))
         return 0
-    if args.action == "down":
-        broker.down(progress)
+    if action == "down":
+        service.down(progress)
         return 0
-    address = broker.status()
+    address = service.status()
     if address is None:
-        progress(f"no local broker is up (state directory {broker.dir})")
+        progress(f"no local {what} is up (state directory {service.dir})")
         return 1
     print(address)
     return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    return local_service_action(LocalBroker(local_settings(args)), args.action, "broker")
 
 
 def _add_broker(sub: argparse._SubParsersAction) -> None:

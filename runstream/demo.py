@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from consumers.tiled import connect_catalog
 
 from .broker import LocalBroker
-from .cli import CommandError, progress
+from .cli import CommandError, LocalService, progress
 from .settings import LocalSettings
 from .tiled import LocalTiled
 
@@ -87,33 +87,19 @@ class Demo:
     # -- the local stack --------------------------------------------------------
 
     @contextlib.contextmanager
-    def broker(self) -> Iterator[str]:
-        broker = LocalBroker(self.settings)
-        address = broker.status()
+    def local(self, service: LocalService, what: str) -> Iterator[str]:
+        """The address of a local service: the running one, or one started (and stopped) here."""
+        address = service.status()
         if address:
-            progress(f"using the local broker already up at {address}")
+            progress(f"using the local {what} already up at {address}")
             yield address
             return
-        address = broker.up(progress)
+        address = service.up(progress)
         try:
             yield address
         finally:
             if not self.keep:
-                broker.down(progress)
-
-    @contextlib.contextmanager
-    def tiled(self) -> Iterator[LocalTiled]:
-        server = LocalTiled(self.settings)
-        if server.status():
-            progress(f"using the local Tiled server already up at {server.status()}")
-            yield server
-            return
-        server.up(progress)
-        try:
-            yield server
-        finally:
-            if not self.keep:
-                server.down(progress)
+                service.down(progress)
 
     def service(self, kind: str, bootstrap: str, *extra: str, show: bool,
                 env: dict[str, str] | None = None) -> Service:  # fmt: skip
@@ -214,8 +200,12 @@ class Demo:
     def run(self) -> int:
         self.out.mkdir(parents=True, exist_ok=True)
         progress(f"demo outputs in {self.out}")
-        with self.broker() as bootstrap, self.tiled() as tiled:
-            url, key = tiled.status(), tiled.api_key()
+        tiled = LocalTiled(self.settings)
+        with (
+            self.local(LocalBroker(self.settings), "broker") as bootstrap,
+            self.local(tiled, "Tiled server") as url,
+        ):
+            key = tiled.api_key()
             catalog = connect_catalog(url, key, DEMO_CATALOG)
             publisher = self.publisher(bootstrap)
             services = [

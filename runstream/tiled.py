@@ -134,27 +134,11 @@ def _answers(url: str) -> bool:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from .cli import local_settings, progress
+    from .cli import local_service_action, local_settings
 
     overrides = {"tiled_port": args.port} if args.port else {}
     settings = local_settings(args).model_copy(update=overrides)
-    server = LocalTiled(settings)
-    try:
-        if args.action == "up":
-            print(server.up(progress))
-            return 0
-        if args.action == "down":
-            server.down(progress)
-            return 0
-    except TiledError as exc:
-        print(f"runstream: error: {exc}", file=sys.stderr)
-        return 1
-    url = server.status()
-    if url is None:
-        progress(f"no local Tiled server is up (state directory {server.dir})")
-        return 1
-    print(url)
-    return 0
+    return local_service_action(LocalTiled(settings), args.action, "Tiled server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
