@@ -277,7 +277,7 @@ class KafkaPublisher:
         reader = SegmentReader(self.outbox, after=self.outbox.watermark)
         next_topic_try = 0.0
         last_sync = time.monotonic()
-        while not (self._stopping.is_set() and (self._unacked() == 0 or self._abandon)):
+        while not self._stopping.is_set():
             now = time.monotonic()
             if not self._topic_ready and now >= next_topic_try:
                 self._topic_ready = self._ensure_topic()
@@ -418,8 +418,6 @@ class KafkaPublisher:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    _abandon = False
-
     def _unacked(self) -> int:
         return (self._next_id - 1) - self.outbox.watermark
 
@@ -452,7 +450,6 @@ class KafkaPublisher:
         What is left stays in the outbox and is sent by the next publisher on it.
         """
         left = self.flush(timeout)
-        self._abandon = True
         self._stopping.set()
         self._thread.join(10)
         self.outbox.close()

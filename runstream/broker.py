@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import shutil
 import subprocess
 import time
@@ -19,8 +18,6 @@ from pathlib import Path
 
 from .process import Progress, port_free, port_open, quiet, runs_with, stop_pid, tail
 from .settings import LocalSettings
-
-log = logging.getLogger(__name__)
 
 
 class BrokerError(RuntimeError):
