@@ -14,7 +14,7 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .protocols import Factory, per_run
 from .runlabel import RunLabel
 from .services import ConsumerService
 
@@ -188,16 +189,10 @@ class RunPlot:
         self.dirty.discard(uid)
 
 
-def plot_factory(
-    out_dir: Path, max_redraws_per_s: float = 2.0
-) -> Callable[[str, Mapping[str, Any]], tuple[list, list]]:
+def plot_factory(out_dir: Path, max_redraws_per_s: float = 2.0) -> Factory:
     """A RunRouter factory giving every run its own `RunPlot`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    def factory(name: str, start: Mapping[str, Any]) -> tuple[list, list]:
-        return [RunPlot(out_dir, max_redraws_per_s)], []
-
-    return factory
+    return per_run(lambda: RunPlot(out_dir, max_redraws_per_s))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,3 +28,12 @@ class Ticking(Protocol):
 @runtime_checkable
 class Abandonable(Protocol):
     def abandon(self, reason: str) -> None: ...
+
+
+def per_run(make: Callable[[], Callback]) -> Factory:
+    """A RunRouter factory that gives every run a fresh callback from ``make()``."""
+
+    def factory(name: str, start: Mapping[str, Any]) -> tuple[list[Callback], list[SubFactory]]:
+        return [make()], []
+
+    return factory

@@ -13,12 +13,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from .cellformat import cell
+from .protocols import Factory, per_run
 from .runlabel import RunLabel
 from .services import ConsumerService
 
@@ -179,17 +180,11 @@ class RunTable:
         os.replace(tmp, path)
 
 
-def table_factory(
-    out_dir: Path | None, echo: TextIO | None = sys.stdout
-) -> Callable[[str, Mapping[str, Any]], tuple[list, list]]:
+def table_factory(out_dir: Path | None, echo: TextIO | None = sys.stdout) -> Factory:
     """A RunRouter factory giving every run its own `RunTable`."""
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-
-    def factory(name: str, start: Mapping[str, Any]) -> tuple[list, list]:
-        return [RunTable(out_dir, echo)], []
-
-    return factory
+    return per_run(lambda: RunTable(out_dir, echo))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

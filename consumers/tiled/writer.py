@@ -32,6 +32,7 @@ from tiled.client import from_uri
 from tiled.client.container import Container
 from tiled.structures.core import Spec
 
+from ..protocols import Factory, per_run
 from .retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -283,11 +284,7 @@ def connect_catalog(url: str, api_key: str | None, catalog: str) -> Container:
 
 
 def tiled_factory(catalog: Container, batch_rows: int = 10_000, max_latency: float = 0.5,
-                  stopping: threading.Event | None = None):  # fmt: skip
+                  stopping: threading.Event | None = None) -> Factory:  # fmt: skip
     """A RunRouter factory giving every run its own `RunWriter`."""
     stop = stopping or threading.Event()
-
-    def factory(name: str, start: Mapping[str, Any]) -> tuple[list, list]:
-        return [RunWriter(catalog, batch_rows, max_latency, stop)], []
-
-    return factory
+    return per_run(lambda: RunWriter(catalog, batch_rows, max_latency, stop))
