@@ -85,15 +85,25 @@ def _broker(args: argparse.Namespace) -> int:
     return local_service_action(LocalBroker(local_settings(args)), args.action, "broker")
 
 
+def add_local_command(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str | None
+) -> argparse.ArgumentParser:
+    """A subcommand of the local stack: its description, and ``--home`` for its state."""
+    p = sub.add_parser(name, help=help, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
+    return p
+
+
 def _add_broker(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_local_command(
+        sub,
         "broker",
-        help="run a local single-node Kafka broker (jars from Maven Central)",
-        description="Start, stop or query the local Kafka broker. Its data and logs live "
-        "under $RUNSTREAM_HOME/kafka; its jars are cached under $RUNSTREAM_CACHE.",
+        "run a local single-node Kafka broker (jars from Maven Central)",
+        "Start, stop or query the local Kafka broker. Its data and logs live under "
+        "$RUNSTREAM_HOME/kafka; its jars are cached under $RUNSTREAM_CACHE.",
     )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
     p.add_argument("--port", dest="broker_port", type=int, help="client port (default 9092)")
     p.add_argument(
         "--controller-port", dest="broker_controller_port", type=int,

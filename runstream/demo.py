@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from consumers.tiled import connect_catalog
 
 from .broker import LocalBroker
-from .cli import CommandError, LocalService, progress
+from .cli import CommandError, LocalService, add_local_command, progress
 from .settings import LocalSettings
 from .tiled import LocalTiled
 
@@ -269,13 +269,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="run the seed's sequential, nested and recursive plans through the local pipeline",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--keep", action="store_true", help="leave the broker and topics running")
+    p = add_local_command(
+        sub, "demo",
+        "run the seed's sequential, nested and recursive plans through the local pipeline",
+        __doc__,
+    )  # fmt: skip
+    p.add_argument("--keep", action="store_true", help="leave the broker and Tiled running")
     p.add_argument("--npts", type=int, default=6, help="points per run (default 6)")
-    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
     p.set_defaults(func=_demo)

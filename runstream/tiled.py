@@ -142,13 +142,9 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "tiled",
-        help="run a local Tiled server with a writable catalog",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    from .cli import add_local_command
+
+    p = add_local_command(sub, "tiled", "run a local Tiled server with a writable catalog", __doc__)
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--home", help="state directory (RUNSTREAM_HOME)")
     p.add_argument("--port", type=int, help="port (default 8765; RUNSTREAM_TILED_PORT)")
     p.set_defaults(func=_command)
