@@ -225,6 +225,7 @@ class Demo:
             try:
                 self.wait_ready(services, timeout=60)
                 uids = self.run_plans(publisher)
+                publisher = None  # closed: let its Kafka client go before the broker does
                 self.wait_for_outputs(uids, services, catalog, timeout=90)
             finally:
                 codes = {s.name: s.stop() for s in services}
@@ -254,7 +255,7 @@ def _free_port() -> int:
 def _delete_topics(bootstrap: str, topics: list[str]) -> None:
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": log})
     for topic, future in admin.delete_topics(topics, operation_timeout=10).items():
         try:
             future.result(15)
