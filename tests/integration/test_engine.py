@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import schemas
+from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import free_port, read_all
 
 pytestmark = pytest.mark.kafka
@@ -69,13 +70,8 @@ class EngineProcess:
             self.proc.wait(60)
 
     def wait(self, task_id: str, states: tuple[str, ...], timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            task = httpx.get(f"{self.url}/tasks/{task_id}").json()
-            if task["state"] in states:
-                return task
-            time.sleep(0.05)
-        raise AssertionError(f"task never reached {states}: {task}")
+        return wait_for_task(lambda path: httpx.get(f"{self.url}{path}").json(), task_id,
+                             states, timeout)  # fmt: skip
 
     def submit(self, plan: str, **kwargs) -> str:
         reply = httpx.post(f"{self.url}/tasks", json={"plan": plan, "kwargs": kwargs}, headers=AUTH)

@@ -13,6 +13,7 @@ from producer import lineage
 from producer.engine import Engine, PlanRegistry, TaskStore
 from producer.engine.app import create_app
 from producer.engine.auth import TokenGuard
+from tests.engine_tasks import wait_for_task
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test credential
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,13 +42,7 @@ def service(tmp_path: Path, registry: PlanRegistry) -> Iterator[tuple[TestClient
 
 
 def wait_for(client: TestClient, task_id: str, states: tuple[str, ...], timeout: float = 30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"/tasks/{task_id}").json()
-        if task["state"] in states:
-            return task
-        time.sleep(0.02)
-    raise AssertionError(f"task {task_id} never reached {states}: {task}")
+    return wait_for_task(lambda path: client.get(path).json(), task_id, states, timeout, 0.02)
 
 
 def test_nested_plan_reports_both_runs_with_task_id(service) -> None:
