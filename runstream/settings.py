@@ -37,3 +37,12 @@ class LocalSettings(BaseSettings):
         "(tiled/api_key, mode 0600) when unset.",
     )
     tiled_start_timeout: float = Field(default=60.0, gt=0)
+    tiled_readable: list[Path] = Field(
+        default_factory=list,
+        description="Directories the local Tiled server may read detector files from (external "
+        "data registered by the Tiled writer); <home>/files is always one of them.",
+    )
+
+    @property
+    def tiled_read_dirs(self) -> list[Path]:
+        return [self.home / "files", *self.tiled_readable]

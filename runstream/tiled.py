@@ -88,6 +88,9 @@ class LocalTiled:
         cmd = [tiled, "serve", "catalog", str(catalog), "-w", str(data),
                "-w", f"sqlite:///{self.dir / 'storage.sqlite'}",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        for readable in self.settings.tiled_read_dirs:
+            readable.mkdir(parents=True, exist_ok=True)
+            cmd += ["-r", str(readable)]
         if not catalog.exists():
             cmd.insert(4, "--init")
         env = {**os.environ, "TILED_SINGLE_USER_API_KEY": self.api_key()}

@@ -72,7 +72,7 @@ def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
         ):  # fmt: skip
             checks[key] = _SIMPLE_TYPES[kind]
         else:
-            checks[key] = fastjsonschema.compile(sub)
+            checks[key] = fastjsonschema.compile(sub, use_default=False)
 
     def quick(doc: Any) -> bool:
         if type(doc) is not dict:
@@ -98,7 +98,7 @@ def _fast_check(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
 @cache
 def _validators(name: str) -> tuple[Callable[[Any], bool] | None, Callable[[Any], Any]]:
     schema = _flatten(_schema(name))
-    return _fast_check(schema), fastjsonschema.compile(schema)
+    return _fast_check(schema), fastjsonschema.compile(schema, use_default=False)
 
 
 def _schema(name: str) -> dict[str, Any]:

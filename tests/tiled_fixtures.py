@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ class TiledServer:
     url: str
     api_key: str
     server: LocalTiled
+    files: Path  # a directory the server may read detector files from
 
 
 @pytest.fixture(scope="session")
@@ -24,5 +26,5 @@ def tiled_server(tmp_path_factory) -> Iterator[TiledServer]:
     settings = LocalSettings(home=tmp_path_factory.mktemp("tiled-home"), tiled_port=free_port())
     server = LocalTiled(settings)
     url = server.up()
-    yield TiledServer(url, server.api_key(), server)
+    yield TiledServer(url, server.api_key(), server, settings.tiled_read_dirs[0])
     server.down()

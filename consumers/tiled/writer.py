@@ -30,9 +30,12 @@ import numpy as np
 import pyarrow as pa
 from tiled.client import from_uri
 from tiled.client.container import Container
+from tiled.client.utils import handle_error
 from tiled.structures.core import Spec
+from tiled.utils import safe_json_dump
 
 from ..protocols import Factory, per_run
+from .external import EXTERNAL_ERRORS, ExternalArray, ExternalData
 from .retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ class RunWriter:
         self.streams: dict[str, Stream] = {}  # by descriptor uid
         self.by_name: dict[str, Stream] = {}
         self.errors: list[str] = []
+        self.external = ExternalData(self._external_arrived)
 
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
         return with_retry(call, what, self.uid, self.stopping)
@@ -127,11 +131,12 @@ class RunWriter:
     def _descriptor(self, doc: Mapping[str, Any]) -> None:
         assert self.node is not None
         name = doc.get("name", "primary")
+        self._external(self.external.descriptor, doc)
         if name in self.by_name:  # a configuration update of a known stream
             self.streams[doc["uid"]] = self.by_name[name]
             return
         data_keys = doc.get("data_keys", {})
-        internal = {k: v for k, v in data_keys.items() if not v.get("external")}
+        internal = {k: v for k, v in data_keys.items() if v.get("external") is None}
         arrays = {k: list(v["shape"]) for k, v in internal.items() if v.get("shape")}
         keys = [k for k in internal if k not in arrays]
         fields = [pa.field("seq_num", pa.int64()), pa.field("time", pa.float64())]
@@ -148,7 +153,9 @@ class RunWriter:
     def _event(self, doc: Mapping[str, Any]) -> None:
         stream = self.streams[doc["descriptor"]]
         if not stream.pending:
-            stream.oldest = time.monotonic()
+            self._mark(stream)
+        if self.external.external_keys.get(doc["descriptor"]):
+            self._external(self.external.event, doc)
         columns, data, stamps = stream.columns, doc["data"], doc["timestamps"]
         columns["seq_num"].append(doc["seq_num"])
         columns["time"].append(doc["time"])
@@ -163,7 +170,9 @@ class RunWriter:
     def _event_page(self, page: Mapping[str, Any]) -> None:
         stream = self.streams[page["descriptor"]]
         if not stream.pending:
-            stream.oldest = time.monotonic()
+            self._mark(stream)
+        if self.external.external_keys.get(page["descriptor"]):
+            self._external(self.external.event_page, page)
         rows = len(page["seq_num"])
         columns, data, stamps = stream.columns, page["data"], page["timestamps"]
         columns["seq_num"].extend(page["seq_num"])
@@ -177,7 +186,23 @@ class RunWriter:
         if stream.pending >= self.batch_rows:
             self._flush(stream)
 
+    def _resource(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.resource, doc)
+
+    def _datum(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.datum, doc)
+
+    def _datum_page(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.datum_page, doc)
+
+    def _stream_resource(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.stream_resource, doc)
+
+    def _stream_datum(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.stream_datum, doc)
+
     def _stop(self, doc: Mapping[str, Any]) -> None:
+        self._external(self.external.stop, doc)
         self._flush_all()
         update = {"stop": dict(doc)}
         if self.errors:
@@ -190,7 +215,8 @@ class RunWriter:
     def tick(self) -> None:
         now = time.monotonic()
         for stream in self.by_name.values():
-            if stream.pending and now - stream.oldest >= self.max_latency:
+            waiting = stream.pending or self.external.pending(stream.name)
+            if waiting and now - stream.oldest >= self.max_latency:
                 self._flush(stream)
 
     def abandon(self, reason: str) -> None:
@@ -205,6 +231,15 @@ class RunWriter:
             self._flush(stream)
 
     def _flush(self, stream: Stream) -> None:
+        self._flush_rows(stream)
+        for array in self.external.of_stream(stream.name):
+            try:
+                self._write_external(stream, array)
+            except httpx.HTTPStatusError as exc:
+                self._record_error(f"stream {stream.name}: external data {array.data_key} "
+                                   f"refused by Tiled: {exc}")  # fmt: skip
+
+    def _flush_rows(self, stream: Stream) -> None:
         if not stream.pending:
             return
         columns = stream.columns
@@ -256,6 +291,33 @@ class RunWriter:
         offset = (stream.rows_written,) + (0,) * (array.ndim - 1)
         self._retry(lambda: node.patch(array, offset=offset, extend=True), f"extend array {key}")
 
+    def _write_external(self, stream: Stream, array: ExternalArray) -> None:
+        """One request per array and batch: the node with its files, or the files added since."""
+        patch = array.take_patch()
+        if patch is None:
+            return
+        source = array.consolidator.get_data_source()
+        if array.node is None:
+            array.node = self._retry(
+                lambda: stream.node.new(source.structure_family, [source], key=array.data_key,
+                                        metadata=array.consolidator.metadata, specs=[]),
+                f"register external {array.data_key}",
+            )  # fmt: skip
+            array.data_source_id = self._retry(
+                lambda: array.node.data_sources()[0].id, f"read external {array.data_key}"
+            )
+            return
+        source.id = array.data_source_id
+        node = array.node
+        body = safe_json_dump({"data_source": source})
+        params = {"patch_shape": ",".join(map(str, patch.shape)),
+                  "patch_offset": ",".join(map(str, patch.offset))}  # fmt: skip
+        url = node.uri.replace("/metadata/", "/data_source/", 1)
+        self._retry(
+            lambda: handle_error(node.context.http_client.put(url, content=body, params=params)),
+            f"extend external {array.data_key}",
+        )
+
     def _append_once(self, stream: Stream, table: pa.Table, first_seq: int) -> None:
         """Append unless an earlier try whose answer was lost already did."""
         if stream.rows_written and self._already_written(stream, first_seq):
@@ -268,6 +330,24 @@ class RunWriter:
         except Exception:
             return False
         return len(seqs) > stream.rows_written or (len(seqs) and first_seq in set(seqs))
+
+    def _mark(self, stream: Stream) -> None:
+        """Start the latency clock if nothing of the stream was waiting yet."""
+        if not stream.pending and not self.external.pending(stream.name):
+            stream.oldest = time.monotonic()
+
+    def _external_arrived(self, stream_name: str) -> None:
+        stream = self.by_name.get(stream_name)
+        if stream is not None:
+            self._mark(stream)
+
+    def _external(self, handler: Callable[[Mapping[str, Any]], None],
+                  doc: Mapping[str, Any]) -> None:  # fmt: skip
+        """External documents the normalizer or a consolidator cannot place are the run's errors."""
+        try:
+            handler(doc)
+        except EXTERNAL_ERRORS as exc:
+            self._record_error(f"external data: {type(exc).__name__}: {exc}")
 
     def _record_error(self, message: str) -> None:
         log.error("run %s: %s", self.uid, message)
