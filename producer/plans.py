@@ -8,6 +8,7 @@ them as named plans, the tests and the demo run them. Devices default to
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,13 +21,19 @@ Plan = Generator[Any, Any, Any]
 _sim: SimpleNamespace | None = None
 
 
-def sim_hw() -> SimpleNamespace:
-    """One shared set of `ophyd.sim` devices (made on first use)."""
+def sim_hw(files_dir: Path | None = None) -> SimpleNamespace:
+    """One shared set of `ophyd.sim` devices (made on first use).
+
+    ``files_dir`` is where the file-backed detectors (``img``...) write, decided
+    by the first call; a Tiled server must be allowed to read it.
+    """
     global _sim
     if _sim is None:
         from ophyd.sim import hw
 
-        _sim = hw()
+        if files_dir is not None:
+            files_dir.mkdir(parents=True, exist_ok=True)
+        _sim = hw(save_path=str(files_dir) if files_dir is not None else None)
     return _sim
 
 

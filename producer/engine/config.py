@@ -42,6 +42,15 @@ class EngineSettings(BaseSettings):
     )
     max_body_bytes: int = Field(64 * 1024, ge=256)
     max_queue: int = Field(1000, ge=1)
+    detector_files: Path | None = Field(
+        None,
+        description="Where ophyd.sim's file-backed detectors write (default <home>/files); "
+        "the Tiled server must be allowed to read it.",
+    )
+
+    @property
+    def files_dir(self) -> Path:
+        return self.detector_files or self.home / "files"
 
     @property
     def state_dir(self) -> Path:

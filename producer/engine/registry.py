@@ -174,9 +174,11 @@ class PlanRegistry:
         plan_modules: list[str] = (),  # type: ignore[assignment]
         device_modules: list[str] = (),  # type: ignore[assignment]
         allowed: list[str] | None = None,
+        files_dir: Path | None = None,
     ) -> PlanRegistry:
         """`ophyd.sim`'s devices, Bluesky's standard plans, the seed's plans, the user's."""
-        devices = {name: obj for name, obj in vars(seed_plans.sim_hw()).items() if _is_device(obj)}
+        sim = seed_plans.sim_hw(files_dir)
+        devices = {name: obj for name, obj in vars(sim).items() if _is_device(obj)}
         plans = dict(stock.standard_plans())
         plans.update(seed_plans.SEED_PLANS)
         plans.update(stock.ENGINE_PLANS)

@@ -33,7 +33,10 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
         publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
         registry = PlanRegistry.default(
-            settings.plan_modules, settings.device_modules, settings.allowed_plans or None
+            settings.plan_modules,
+            settings.device_modules,
+            settings.allowed_plans or None,
+            settings.files_dir,
         )
         publisher = KafkaPublisher.from_settings(publisher_settings)
     except (RequestError, PublisherConfigError, OutboxError) as exc:
