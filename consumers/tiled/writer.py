@@ -110,8 +110,10 @@ class RunWriter:
     # -- documents --------------------------------------------------------------
 
     def _start(self, doc: Mapping[str, Any]) -> None:
+        """Create the run; only when it exists already (a replay) look at what is there."""
         self.uid = uid = doc["uid"]
-        if self._retry(lambda: uid in self.catalog, "look-up"):
+        node = self._create_run(doc)
+        if node is None:
             existing = self._retry(lambda: self.catalog[uid], "read")
             if existing.metadata.get("stop") is not None:
                 log.info("run %s is complete in Tiled already: skipping its replay", uid)
@@ -122,11 +124,23 @@ class RunWriter:
                 lambda: self.catalog.delete_contents(uid, recursive=True, external_only=False),
                 "delete",
             )
-        self.node = self._retry(
-            lambda: self.catalog.create_container(key=uid, metadata={"start": dict(doc)},
-                                                  specs=[RUN_SPEC]),
-            "create run",
-        )  # fmt: skip
+            node = self._create_run(doc)
+            if node is None:
+                raise RuntimeError(f"run {uid} is in Tiled again right after its deletion")
+        self.node = node
+
+    def _create_run(self, doc: Mapping[str, Any]) -> Container | None:
+        """The new run container, or None when the key is taken (HTTP 409)."""
+        try:
+            return self._retry(
+                lambda: self.catalog.create_container(key=doc["uid"], specs=[RUN_SPEC],
+                                                      metadata={"start": dict(doc)}),
+                "create run",
+            )  # fmt: skip
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == httpx.codes.CONFLICT:
+                return None
+            raise
 
     def _descriptor(self, doc: Mapping[str, Any]) -> None:
         assert self.node is not None
@@ -147,6 +161,9 @@ class RunWriter:
             lambda: self.node.create_container(key=name, metadata=metadata, specs=STREAM_SPECS),
             f"create stream {name}",
         )
+        # The plain container: our keys are unique by construction, so skip the
+        # composite client's checks (three look-ups per write).
+        node = getattr(node, "base", node)
         stream = Stream(name, node, keys, arrays, pa.schema(fields))
         self.streams[doc["uid"]] = self.by_name[name] = stream
 

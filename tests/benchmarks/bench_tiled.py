@@ -1,7 +1,9 @@
 """The Tiled writer against bluesky-tiled-plugins' TiledWriter, on one Tiled server.
 
 Replay: the same recorded backlog (``--runs`` runs of ``--events`` events) written
-by our writer (batches of 10,000 rows) and by TiledWriter (its default batch).
+by our writer (batches of 10,000 rows, behind the service's own router, as
+``runstream consume tiled`` runs it) and by TiledWriter (its default batch,
+subscribed as a RunEngine callback). Kafka is left out of both.
 Live: a RunEngine ``count`` at full speed; our writer behind the real pipeline
 (KafkaPublisher -> Kafka -> consumer runtime, time-closed batches of 0.5 s)
 against TiledWriter with ``batch_size=1`` subscribed to the RunEngine (its advice
@@ -27,11 +29,12 @@ from pathlib import Path
 from bluesky import RunEngine
 from bluesky.plans import count
 from bluesky_tiled_plugins import TiledWriter
-from event_model import RunRouter
 from ophyd.sim import det
 from tiled.client import from_uri
 
 from consumers import ConsumerSettings, Runtime
+from consumers.metrics import ConsumerMetrics
+from consumers.router import Router
 from consumers.tiled import connect_catalog, tiled_factory
 from producer import KafkaPublisher
 from runstream.settings import LocalSettings
@@ -69,6 +72,22 @@ def replay(router, backlog) -> float:
         for name, doc in run:
             router(name, doc)
     return time.perf_counter() - began
+
+
+def service_router(factory):
+    """Our service's own router (`consumers.router`), fed as the runtime feeds it."""
+    router = Router([factory], ConsumerMetrics(), time.monotonic)
+    seqs: dict[str, int] = {}
+
+    def route(name: str, doc: dict) -> None:
+        uid = doc["uid"] if name == "start" else doc.get("run_start") or starts[doc["descriptor"]]
+        if name == "descriptor":
+            starts[doc["uid"]] = uid
+        seq = seqs[uid] = seqs.get(uid, -1) + 1
+        router.route(0, uid, seq, name, doc)
+
+    starts: dict[str, str] = {}
+    return route
 
 
 def rows_visible(catalog, uid: str) -> int:
@@ -158,7 +177,7 @@ def main() -> None:
             template = record(args.events)
             backlog = [renamed(template) for _ in range(args.runs)]
             ours = connect_catalog(url, key, "ours")
-            ours_s = replay(RunRouter([tiled_factory(ours, batch_rows=10_000)]), backlog)
+            ours_s = replay(service_router(tiled_factory(ours, batch_rows=10_000)), backlog)
             connect_catalog(url, key, "reference")
             reference = TiledWriter(from_uri(url, api_key=key)["reference"])
             ref_s = replay(reference, [renamed(template) for _ in range(args.runs)])
