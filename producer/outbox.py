@@ -10,7 +10,9 @@ Layout of an outbox directory::
 A record is ``u32 length | u32 crc32 | msgpack [id, run, name, seq, key, headers, value]``.
 The RunEngine's thread appends with one ``write`` (so a SIGKILL of the engine
 loses nothing that was emitted: the bytes are in the kernel); the delivery
-thread reads the segments back in order, fsyncs by policy, and moves the
+thread reads the segments back in order, fsyncs by policy (a synced segment is
+closed and appends go on in a new one, so the RunEngine never waits for a
+sync), and moves the
 *watermark*: every record with ``id <= watermark`` is acknowledged by Kafka.
 Segments whose records are all under the watermark are deleted.
 
@@ -209,10 +211,19 @@ class Outbox:
     # -- the delivery thread's side ---------------------------------------------
 
     def sync(self) -> None:
+        """Make what was appended durable without making the RunEngine wait for it.
+
+        The current segment is closed for writing (the next append starts a new
+        one) and synced outside the lock: an fsync holds the file's inode lock,
+        so syncing the file being appended to would stall the RunEngine's write.
+        """
         with self._append_lock:
-            if self._fd is not None and self.unsynced:
-                os.fsync(self._fd)
-                self.unsynced = False
+            if self._fd is None or not self.unsynced:
+                return
+            fd, self._fd = self._fd, None
+            self.unsynced = False
+        os.fsync(fd)
+        os.close(fd)
 
     def advance(self, watermark: int, acked: list[Record]) -> None:
         """Kafka has every record up to ``watermark``: persist that, drop what is done."""
@@ -282,7 +293,10 @@ class SegmentReader:
             if not chunk:
                 if not self._newer_exists():
                     return out
-                self._path = None  # this segment is finished: the writer has moved on
+                # The writer has moved on. Anything it wrote here after our empty
+                # read is not lost: the next segment is found by id, so a record
+                # above `after` that is still in this one brings us back to it.
+                self._path = None
         return out
 
     def _open_next(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,78 @@ def test_records_read_back_in_order_across_segments(tmp_path: Path) -> None:
     got += [r.id for r in reader.read()]
     assert got == list(range(1, 101))
     assert len(box.segments()) > 5
+
+
+def test_a_sync_never_makes_an_append_wait(tmp_path: Path, monkeypatch) -> None:
+    """The fsync cannot finish until an append made during it has: no lock is shared."""
+    import producer.outbox as outbox_module
+
+    box = Outbox(tmp_path)
+    box.append(_record(1))
+    appended = threading.Event()
+    real_fsync = outbox_module.os.fsync
+
+    def slow_fsync(fd: int) -> None:
+        assert appended.wait(10), "the append waited for the sync"
+        real_fsync(fd)
+
+    monkeypatch.setattr(outbox_module.os, "fsync", slow_fsync)
+    syncer = threading.Thread(target=box.sync)
+    syncer.start()
+    while box._fd is not None:  # the sync has taken the segment
+        pass
+    box.append(_record(2))
+    appended.set()
+    syncer.join(10)
+    assert not syncer.is_alive()
+    assert [r.id for r in SegmentReader(box, after=0).read()] == [1, 2]
+    box.close()
+
+
+def test_reader_loses_nothing_while_syncs_roll_segments(tmp_path: Path) -> None:
+    box = Outbox(tmp_path)
+    reader = SegmentReader(box, after=0)
+    got: list[int] = []
+    done = threading.Event()
+
+    def write() -> None:
+        for rid in range(1, 3001):
+            box.append(_record(rid))
+            if rid % 50 == 0:
+                box.sync()
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    while not done.is_set():
+        got += [r.id for r in reader.read()]
+    writer.join()
+    got += [r.id for r in reader.read()]
+    assert got == list(range(1, 3001))
+    assert len(box.segments()) >= 50
+    box.close()
+
+
+def test_a_record_written_just_before_a_roll_is_read(tmp_path: Path, monkeypatch) -> None:
+    """The reader sees the end of a segment, then the writer adds to it and moves on."""
+    box = Outbox(tmp_path)
+    reader = SegmentReader(box, after=0)
+    box.append(_record(1))
+    assert [r.id for r in reader.read()] == [1]
+    real = reader._newer_exists
+    raced: list[bool] = []
+
+    def newer_after_a_race() -> bool:
+        if not raced:
+            raced.append(True)
+            box.append(_record(2))  # into the segment the reader just found at its end
+            box.sync()
+            box.append(_record(3))  # into a new one
+        return real()
+
+    monkeypatch.setattr(reader, "_newer_exists", newer_after_a_race)
+    assert [r.id for r in reader.read()] == [2, 3]
+    box.close()
 
 
 def test_acknowledged_segments_are_deleted(tmp_path: Path) -> None:
