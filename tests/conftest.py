@@ -34,7 +34,13 @@ def _docker_answers() -> bool:
 
 @pytest.fixture(scope="session")
 def docker_compose_file() -> str:
-    return str(ROOT / "deploy" / "compose" / "kafka.yml")
+    return str(ROOT / "deploy" / "compose" / "compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_setup() -> list[str]:
+    """Only the compose file's broker: the tests bring their own consumers and Tiled."""
+    return ["up -d kafka"]
 
 
 def local_broker(home: Path) -> LocalBroker:

@@ -1,0 +1,171 @@
+"""The Dockerfile, read without Docker: a non-root user, a health check, labels, runstream as
+the entrypoint, no compilers in the final stage, a build context that holds what it copies;
+and the image's health-check script against a real consumer health server."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumers.health import HealthServer
+from tests import manifests as m
+from tests.kafka_tools import free_port
+
+DOCKERFILE = m.DOCKERFILE.read_text()
+
+
+def test_dockerfile_passes() -> None:
+    assert m.check_dockerfile(DOCKERFILE) == []
+
+
+def test_two_stages_and_compilers_only_in_the_first() -> None:
+    build, runtime = m.parse_dockerfile(DOCKERFILE)
+    assert any("build-essential" in i.arguments for i in build if i.instruction == "RUN")
+    assert not any("build-essential" in i.arguments for i in runtime)
+
+
+def test_the_build_context_holds_every_file_the_image_copies() -> None:
+    ignore = m.DOCKERIGNORE.read_text()
+    copied = []
+    for stage in m.parse_dockerfile(DOCKERFILE):
+        for ins in stage:
+            if ins.instruction == "COPY" and "--from=" not in ins.arguments:
+                copied += ins.arguments.split()[:-1]
+    assert copied
+    for source in copied:
+        assert (m.ROOT / source).exists(), source
+        assert m.dockerignore_allows(source, ignore), source
+    project = tomllib.loads((m.ROOT / "pyproject.toml").read_text())
+    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    assert packages | {project["project"]["readme"], "pyproject.toml"} <= set(copied)
+
+
+def test_the_build_context_leaves_out_the_rest() -> None:
+    ignore = m.DOCKERIGNORE.read_text()
+    for path in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        "consumers/__pycache__/cli.cpython-311.pyc",
+        "deploy/k8s/base/engine.yaml",
+    ):
+        assert not m.dockerignore_allows(path, ignore), path
+    assert m.dockerignore_allows("deploy/docker/healthcheck.py", ignore)
+
+
+def test_the_health_check_runs_the_copied_script() -> None:
+    final = m.final_stage()
+    health = next(i for i in final if i.instruction == "HEALTHCHECK")
+    script = health.arguments.split("CMD", 1)[1]
+    copies = [i.arguments.split() for i in final if i.instruction == "COPY"]
+    assert ["deploy/docker/healthcheck.py", "/usr/local/lib/runstream/healthcheck.py"] in copies
+    assert "/usr/local/lib/runstream/healthcheck.py" in script
+
+
+BROKEN = [
+    ("USER 10001:10001", "USER root", "runs as root"),
+    ("USER 10001:10001", "", "runs as root"),
+    ('ENTRYPOINT ["runstream"]', "ENTRYPOINT runstream", "the ENTRYPOINT is not"),
+    ("HEALTHCHECK --interval", "# HEALTHCHECK --interval", "no HEALTHCHECK"),
+    (
+        'org.opencontainers.image.licenses="BSD-3-Clause"',
+        "",
+        "no org.opencontainers.image.licenses",
+    ),
+    (
+        "COPY --from=build /opt/runstream /opt/runstream",
+        "RUN apt-get install -y gcc\nCOPY --from=build /opt/runstream /opt/runstream",
+        "installs gcc",
+    ),
+    (
+        "COPY --from=build /opt/runstream /opt/runstream",
+        "COPY --from=build /src /src\nCOPY --from=build /opt/runstream /opt/runstream",
+        "copies ['/src'] from a build stage",
+    ),
+]
+
+
+@pytest.mark.parametrize("old,new,expected", BROKEN)
+def test_checks_report_a_broken_dockerfile(old: str, new: str, expected: str) -> None:
+    assert old in DOCKERFILE
+    problems = m.check_dockerfile(DOCKERFILE.replace(old, new))
+    assert any(expected in p for p in problems), problems
+
+
+# -- the health-check script ----------------------------------------------------------------
+
+HC = m.load_healthcheck()
+
+
+@pytest.mark.parametrize(
+    "argv,env,url",
+    [
+        (
+            ["/opt/runstream/bin/python", "/opt/runstream/bin/runstream", "engine"],
+            {},
+            "http://127.0.0.1:8600/healthz",
+        ),
+        (
+            ["runstream", "engine", "--port", "8700"],
+            {"RUNSTREAM_ENGINE_PORT": "8800"},
+            "http://127.0.0.1:8700/healthz",
+        ),
+        (
+            ["runstream", "-v", "engine"],
+            {"RUNSTREAM_ENGINE_PORT": "8800"},
+            "http://127.0.0.1:8800/healthz",
+        ),
+        (
+            ["runstream", "consume", "table", "--out", "/x"],
+            {"RUNSTREAM_HTTP_PORT": "9400"},
+            "http://127.0.0.1:9400/healthz",
+        ),
+        (
+            ["runstream", "consume", "plot", "--out", "/x", "--http-port=9500"],
+            {},
+            "http://127.0.0.1:9500/healthz",
+        ),
+        (
+            ["python", "/opt/runstream/bin/tiled", "serve", "config", "c.yml"],
+            {},
+            "http://127.0.0.1:8000/healthz",
+        ),
+        (["runstream", "submit", "count"], {}, None),
+        (
+            ["runstream", "engine"],
+            {"HEALTHCHECK_URL": "http://127.0.0.1:1/x"},
+            "http://127.0.0.1:1/x",
+        ),
+    ],
+)
+def test_health_url_follows_the_command(argv: list[str], env: dict, url: str | None) -> None:
+    assert HC.health_url(argv, env) == url
+
+
+def test_a_consumer_without_health_server_is_unhealthy() -> None:
+    with pytest.raises(ValueError, match="RUNSTREAM_HTTP_PORT"):
+        HC.health_url(["runstream", "consume", "table", "--out", "/x"], {})
+
+
+def test_check_against_a_real_consumer_health_server() -> None:
+    alive = {"ok": True}
+    server = HealthServer("127.0.0.1", 0, CollectorRegistry(), lambda: alive["ok"], lambda: True)
+    try:
+        url = HC.health_url(
+            ["runstream", "consume", "table"], {"RUNSTREAM_HTTP_PORT": str(server.port)}
+        )
+        assert HC.check(url) is True
+        alive["ok"] = False  # the poll loop stalled: 503
+        assert HC.check(url) is False
+    finally:
+        server.close()
+    assert HC.check(f"http://127.0.0.1:{free_port()}/healthz", timeout=1) is False
+
+
+def test_tiled_configuration_parses_with_tiled() -> None:
+    text = (m.K8S / "base" / "tiled" / "config.yml").read_text()
+    assert m.tiled_config_problems(text) == []
+    assert m.tiled_status(text, "/healthz") == 200
+    assert m.tiled_status(text, "/api/v1/metrics") == 401  # the API key is needed
