@@ -14,6 +14,9 @@ columns as they are, never unpacked into events.
 Exactly once: the runtime replays an unfinished run from its start, so at a
 start document a run already complete in Tiled is skipped, and a run left
 half-written (no stop) is deleted and written again from the start.
+
+External data (detector files) goes through `external.ExternalData` and lands
+as array nodes beside the table, flushed with the stream's rows.
 """
 
 from __future__ import annotations
