@@ -8,19 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from tests import manifests as m
+from tests.deployment.compose import check_compose, compose_containers, interpolate
+from tests.deployment.render import COMPOSE_FILE, ROOT, load_compose
 
 SERVICES = {"kafka", "postgres", "tiled", "engine", "table", "plot", "tiled-writer"}
 
 
 def test_compose_file_passes_every_check() -> None:
-    compose = m.load_compose()
+    compose = load_compose()
     assert set(compose["services"]) == SERVICES
-    assert m.check_compose(compose) == []
+    assert check_compose(compose) == []
 
 
 def test_every_runstream_service_is_checked_by_the_image_health_check() -> None:
-    containers = {c.where: c for c in m.compose_containers(m.load_compose())}
+    containers = {c.where: c for c in compose_containers(load_compose())}
     kinds = {where: c.kind for where, c in containers.items() if c.is_runstream}
     assert kinds == {
         "compose:tiled": "tiled-server",
@@ -36,19 +37,19 @@ def test_every_runstream_service_is_checked_by_the_image_health_check() -> None:
 def test_the_test_suite_starts_this_files_kafka(
     docker_compose_file: str, docker_setup: list[str]
 ) -> None:
-    assert Path(docker_compose_file) == m.COMPOSE_FILE
+    assert Path(docker_compose_file) == COMPOSE_FILE
     assert docker_setup == ["up -d kafka"]
-    kafka = m.load_compose()["services"]["kafka"]
+    kafka = load_compose()["services"]["kafka"]
     assert "127.0.0.1:39092:39092" in kafka["ports"]
     assert "EXTERNAL://127.0.0.1:39092" in kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    conftest = (m.ROOT / "tests" / "conftest.py").read_text()
+    conftest = (ROOT / "tests" / "conftest.py").read_text()
     assert conftest.count('"127.0.0.1:39092"') >= 2  # the address the suite waits for and uses
 
 
 def test_interpolation_follows_compose() -> None:
-    assert m.interpolate("a-${X:-dflt}-b") == ("a-dflt-b", [])
-    assert m.interpolate("${X-dflt}", {"X": "set"}) == ("set", [])
-    assert m.interpolate("x${MISSING}y") == ("xy", ["MISSING"])
+    assert interpolate("a-${X:-dflt}-b") == ("a-dflt-b", [])
+    assert interpolate("${X-dflt}", {"X": "set"}) == ("set", [])
+    assert interpolate("x${MISSING}y") == ("xy", ["MISSING"])
 
 
 def service(compose: dict, name: str) -> dict:
@@ -141,7 +142,7 @@ BROKEN: list[tuple[str, Callable[[dict], None], str]] = [
 def test_checks_report_a_broken_compose_file(
     breaking: Callable[[dict], None], expected: str
 ) -> None:
-    compose = m.load_compose()
+    compose = load_compose()
     breaking(compose)
-    problems = m.check_compose(compose)
+    problems = check_compose(compose)
     assert any(expected in p for p in problems), problems

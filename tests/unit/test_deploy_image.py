@@ -10,40 +10,50 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from consumers.health import HealthServer
-from tests import manifests as m
+from tests.deployment.codebase import tiled_config_problems, tiled_status
+from tests.deployment.image import check_dockerfile, dockerignore_allows
+from tests.deployment.render import (
+    DOCKERFILE,
+    DOCKERIGNORE,
+    K8S,
+    ROOT,
+    final_stage,
+    load_healthcheck,
+    parse_dockerfile,
+)
 from tests.kafka_tools import free_port
 
-DOCKERFILE = m.DOCKERFILE.read_text()
+DOCKERFILE_TEXT = DOCKERFILE.read_text()
 
 
 def test_dockerfile_passes() -> None:
-    assert m.check_dockerfile(DOCKERFILE) == []
+    assert check_dockerfile(DOCKERFILE_TEXT) == []
 
 
 def test_two_stages_and_compilers_only_in_the_first() -> None:
-    build, runtime = m.parse_dockerfile(DOCKERFILE)
+    build, runtime = parse_dockerfile(DOCKERFILE_TEXT)
     assert any("build-essential" in i.arguments for i in build if i.instruction == "RUN")
     assert not any("build-essential" in i.arguments for i in runtime)
 
 
 def test_the_build_context_holds_every_file_the_image_copies() -> None:
-    ignore = m.DOCKERIGNORE.read_text()
+    ignore = DOCKERIGNORE.read_text()
     copied = []
-    for stage in m.parse_dockerfile(DOCKERFILE):
+    for stage in parse_dockerfile(DOCKERFILE_TEXT):
         for ins in stage:
             if ins.instruction == "COPY" and "--from=" not in ins.arguments:
                 copied += ins.arguments.split()[:-1]
     assert copied
     for source in copied:
-        assert (m.ROOT / source).exists(), source
-        assert m.dockerignore_allows(source, ignore), source
-    project = tomllib.loads((m.ROOT / "pyproject.toml").read_text())
+        assert (ROOT / source).exists(), source
+        assert dockerignore_allows(source, ignore), source
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     assert packages | {project["project"]["readme"], "pyproject.toml"} <= set(copied)
 
 
 def test_the_build_context_leaves_out_the_rest() -> None:
-    ignore = m.DOCKERIGNORE.read_text()
+    ignore = DOCKERIGNORE.read_text()
     for path in (
         ".venv/bin/python",
         ".git/config",
@@ -51,12 +61,12 @@ def test_the_build_context_leaves_out_the_rest() -> None:
         "consumers/__pycache__/cli.cpython-311.pyc",
         "deploy/k8s/base/engine.yaml",
     ):
-        assert not m.dockerignore_allows(path, ignore), path
-    assert m.dockerignore_allows("deploy/docker/healthcheck.py", ignore)
+        assert not dockerignore_allows(path, ignore), path
+    assert dockerignore_allows("deploy/docker/healthcheck.py", ignore)
 
 
 def test_the_health_check_runs_the_copied_script() -> None:
-    final = m.final_stage()
+    final = final_stage()
     health = next(i for i in final if i.instruction == "HEALTHCHECK")
     script = health.arguments.split("CMD", 1)[1]
     copies = [i.arguments.split() for i in final if i.instruction == "COPY"]
@@ -89,14 +99,14 @@ BROKEN = [
 
 @pytest.mark.parametrize("old,new,expected", BROKEN)
 def test_checks_report_a_broken_dockerfile(old: str, new: str, expected: str) -> None:
-    assert old in DOCKERFILE
-    problems = m.check_dockerfile(DOCKERFILE.replace(old, new))
+    assert old in DOCKERFILE_TEXT
+    problems = check_dockerfile(DOCKERFILE_TEXT.replace(old, new))
     assert any(expected in p for p in problems), problems
 
 
 # -- the health-check script ----------------------------------------------------------------
 
-HC = m.load_healthcheck()
+HC = load_healthcheck()
 
 
 @pytest.mark.parametrize(
@@ -165,7 +175,7 @@ def test_check_against_a_real_consumer_health_server() -> None:
 
 
 def test_tiled_configuration_parses_with_tiled() -> None:
-    text = (m.K8S / "base" / "tiled" / "config.yml").read_text()
-    assert m.tiled_config_problems(text) == []
-    assert m.tiled_status(text, "/healthz") == 200
-    assert m.tiled_status(text, "/api/v1/metrics") == 401  # the API key is needed
+    text = (K8S / "base" / "tiled" / "config.yml").read_text()
+    assert tiled_config_problems(text) == []
+    assert tiled_status(text, "/healthz") == 200
+    assert tiled_status(text, "/api/v1/metrics") == 401  # the API key is needed

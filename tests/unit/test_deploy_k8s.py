@@ -7,22 +7,33 @@ Nothing here talks to a cluster: see deploy/README.md for what that leaves unche
 from __future__ import annotations
 
 import base64
+import shutil
 from collections.abc import Callable
 
 import pytest
 
-from tests import manifests as m
-from tests.manifests import find
+from tests.deployment.containers import container_problems, shell_invocations
+from tests.deployment.kubernetes import (
+    EXTERNAL_SECRETS,
+    check_references,
+    check_schemas,
+    check_scrape_annotations,
+    check_security,
+    check_selectors,
+    k8s_containers,
+)
+from tests.deployment.render import K8S, OVERLAYS, find, kustomize_command, render
+from tests.deployment.wiring import check_strimzi, check_wiring
 
 CHECKS: dict[str, Callable[[list[dict], frozenset[str]], list[str]]] = {
-    "schemas": lambda res, ext: m.check_schemas(res),
-    "selectors": lambda res, ext: m.check_selectors(res),
-    "references": m.check_references,
-    "containers": lambda res, ext: m.container_problems(m.k8s_containers(res)),
-    "scrape-annotations": lambda res, ext: m.check_scrape_annotations(res),
-    "security": lambda res, ext: m.check_security(res),
-    "wiring": lambda res, ext: m.check_wiring(res),
-    "strimzi": lambda res, ext: m.check_strimzi(res),
+    "schemas": lambda res, ext: check_schemas(res),
+    "selectors": lambda res, ext: check_selectors(res),
+    "references": check_references,
+    "containers": lambda res, ext: container_problems(k8s_containers(res)),
+    "scrape-annotations": lambda res, ext: check_scrape_annotations(res),
+    "security": lambda res, ext: check_security(res),
+    "wiring": lambda res, ext: check_wiring(res),
+    "strimzi": lambda res, ext: check_strimzi(res),
 }
 
 
@@ -33,20 +44,20 @@ def kinds(resources: list[dict]) -> dict[str, list[str]]:
     return found
 
 
-@pytest.mark.parametrize("overlay", m.OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 @pytest.mark.parametrize("check", list(CHECKS))
 def test_overlay_passes(overlay: str, check: str) -> None:
-    problems = CHECKS[check](m.render(overlay), m.EXTERNAL_SECRETS[overlay])
+    problems = CHECKS[check](render(overlay), EXTERNAL_SECRETS[overlay])
     assert problems == []
 
 
-@pytest.mark.parametrize("overlay", m.OVERLAYS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_runs_every_service(overlay: str) -> None:
-    resources = m.render(overlay)
+    resources = render(overlay)
     assert {r["metadata"].get("namespace") for r in resources} == {
         "runstream-dev" if overlay == "dev" else "runstream"
     }
-    containers = {c.kind for c in m.k8s_containers(resources)}
+    containers = {c.kind for c in k8s_containers(resources)}
     assert {"engine", "consume:table", "consume:plot", "consume:tiled", "tiled-server"} <= (
         containers
     )
@@ -57,7 +68,7 @@ def test_overlay_runs_every_service(overlay: str) -> None:
         "outbox",
     }
     hook = engine["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
-    assert [argv[1] for argv in m.shell_invocations(hook["exec"]["command"])] == ["stop"]
+    assert [argv[1] for argv in shell_invocations(hook["exec"]["command"])] == ["stop"]
     for name in ("runstream-table", "runstream-plot", "runstream-tiled-writer"):
         assert find(resources, "Deployment", name)
     budgets = {
@@ -76,22 +87,22 @@ def test_overlay_runs_every_service(overlay: str) -> None:
 
 
 def test_dev_defines_what_it_uses_and_production_defines_no_secret() -> None:
-    assert m.EXTERNAL_SECRETS["dev"] == frozenset()
+    assert EXTERNAL_SECRETS["dev"] == frozenset()
     for overlay in ("production", "strimzi"):
-        assert "Secret" not in kinds(m.render(overlay))
-    dev = kinds(m.render("dev"))
+        assert "Secret" not in kinds(render(overlay))
+    dev = kinds(render("dev"))
     assert {"kafka", "runstream-postgres"} <= set(dev["StatefulSet"])
 
 
 def test_dev_secrets_are_marked_placeholders() -> None:
-    for secret in (r for r in m.render("dev") if r["kind"] == "Secret"):
+    for secret in (r for r in render("dev") if r["kind"] == "Secret"):
         for key, value in secret["data"].items():
             text = base64.b64decode(value).decode()
             assert text in ("{}",) or "dev" in text, (secret["metadata"]["name"], key)
 
 
 def test_strimzi_overlay_adds_the_operator_resources() -> None:
-    found = kinds(m.render("strimzi"))
+    found = kinds(render("strimzi"))
     assert found["Kafka"] == ["runstream"]
     assert found["KafkaNodePool"] == ["dual-role"]
     assert set(found["KafkaTopic"]) == {
@@ -102,7 +113,7 @@ def test_strimzi_overlay_adds_the_operator_resources() -> None:
 
 
 def test_production_scrapes_through_service_monitors() -> None:
-    found = kinds(m.render("production"))
+    found = kinds(render("production"))
     assert set(found["ServiceMonitor"]) == {
         "runstream-engine",
         "runstream-consumers",
@@ -285,18 +296,18 @@ BROKEN = [
 def test_checks_report_a_broken_manifest(
     overlay: str, breaking: Callable[[list[dict]], None], check: str, expected: str
 ) -> None:
-    resources = m.render(overlay)
+    resources = render(overlay)
     breaking(resources)
-    problems = CHECKS[check](resources, m.EXTERNAL_SECRETS[overlay])
+    problems = CHECKS[check](resources, EXTERNAL_SECRETS[overlay])
     assert any(expected in p for p in problems), problems
 
 
 def test_an_external_secret_must_be_listed() -> None:
-    problems = m.check_references(m.render("production"), frozenset())
+    problems = check_references(render("production"), frozenset())
     assert any("Secret runstream-api-token is neither defined nor external" in p for p in problems)
 
 
 def test_kustomize_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(m.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="needs kubectl"):
-        m.kustomize_command(m.K8S / "base")
+        kustomize_command(K8S / "base")
