@@ -11,6 +11,7 @@ import itertools
 import uuid
 
 import h5py
+import httpx
 import numpy as np
 from bluesky import RunEngine
 from bluesky.plans import count
@@ -155,3 +156,42 @@ def test_a_datum_of_a_resource_never_sent_is_the_runs_error(tiled_server) -> Non
     errors = run_node.metadata["runstream"]["errors"]
     assert len(errors) == 1 and "nowhere" in errors[0]
     assert list(run_node["primary"].read()["x"].values) == [2.5]  # the rest of the run is there
+
+
+def test_answers_lost_after_tiled_acted_are_not_errors(tiled_server, monkeypatch) -> None:
+    """Every create reaches Tiled but its first answer is lost: the retried creates adopt the
+    nodes made (a 409 never reaches the writer); the run reads back whole, no error recorded."""
+    name = unique_prefix("cat")
+    catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    http = catalog.context.http_client
+    real_send, lost = http.send, set()
+
+    def send(request, **kwargs):
+        response = real_send(request, **kwargs)
+        sent = (request.url.path, request.content)
+        if request.method == "POST" and sent not in lost:
+            lost.add(sent)
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+    monkeypatch.setattr(http, "send", send)
+    frames = np.arange(2 * 2 * 5, dtype="<f8").reshape(2, 2, 5)
+    uid, docs = _hdf5_run(tiled_server.files / f"{unique_prefix('h')}.h5", frames, [(0, 2)])
+    run = compose_run()
+    keys = {"x": {"source": "s", "dtype": "number", "shape": []},
+            "v": {"source": "s", "dtype": "array", "shape": [3]}}  # fmt: skip
+    descriptor = run.compose_descriptor(data_keys=keys, name="baseline")
+    events = [descriptor.compose_event(data={"x": i * 1.5, "v": np.full(3, i)},
+                                       timestamps={"x": 1.0, "v": 1.0}, seq_num=i + 1)
+              for i in range(3)]  # fmt: skip
+    docs[2:2] = [("descriptor", descriptor.descriptor_doc)] + [("event", e) for e in events]
+    (writer,), _ = tiled_factory(catalog, max_latency=0.1)("start", docs[0][1])
+    for doc_name, doc in docs:
+        writer(doc_name, doc)
+    assert len(lost) == 6  # the run, two streams, a table, an array, an external array
+    node = _reader(tiled_server, name)[uid]
+    assert "runstream" not in node.metadata, node.metadata.get("runstream")
+    np.testing.assert_array_equal(node["primary"]["cam"].read(), frames)
+    table = node["baseline"].read()
+    assert list(table["x"].values) == [0.0, 1.5, 3.0]
+    assert table["v"].values.tolist() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
