@@ -27,6 +27,9 @@ from event_model import unpack_event_page
 
 log = logging.getLogger(__name__)
 
+#: The documents that only describe external data, handed to `ExternalData.asset`.
+ASSET_DOCUMENTS = frozenset({"resource", "datum", "datum_page", "stream_resource", "stream_datum"})
+
 # What the normalizer or a consolidator raises on documents it cannot place.
 EXTERNAL_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError,
                    jsonschema.ValidationError)  # fmt: skip
@@ -76,20 +79,9 @@ class ExternalData:
         if keys:
             self._normalizer.descriptor(doc)
 
-    def resource(self, doc: Mapping[str, Any]) -> None:
-        self._normalizer.resource(doc)
-
-    def datum(self, doc: Mapping[str, Any]) -> None:
-        self._normalizer.datum(doc)
-
-    def datum_page(self, doc: Mapping[str, Any]) -> None:
-        self._normalizer.datum_page(doc)
-
-    def stream_resource(self, doc: Mapping[str, Any]) -> None:
-        self._normalizer.stream_resource(doc)
-
-    def stream_datum(self, doc: Mapping[str, Any]) -> None:
-        self._normalizer.stream_datum(doc)
+    def asset(self, name: str, doc: Mapping[str, Any]) -> None:
+        """A resource, datum (page), stream resource or stream datum: the normalizer's as is."""
+        getattr(self._normalizer, name)(doc)
 
     def event(self, doc: Mapping[str, Any]) -> None:
         """Events matter here only for their datum references (external keys)."""

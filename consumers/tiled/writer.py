@@ -38,7 +38,7 @@ from tiled.structures.core import Spec
 from tiled.utils import safe_json_dump
 
 from ..protocols import Factory, per_run
-from .external import EXTERNAL_ERRORS, ExternalArray, ExternalData
+from .external import ASSET_DOCUMENTS, EXTERNAL_ERRORS, ExternalArray, ExternalData
 from .retry import with_retry
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class RunWriter:
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         if self.skip:
+            return
+        if name in ASSET_DOCUMENTS:
+            self._external(self.external.asset, name, doc)
             return
         handler = getattr(self, f"_{name}", None)
         if handler is not None:
@@ -205,21 +208,6 @@ class RunWriter:
             columns[k].extend(data.get(k, [None] * rows))
         if stream.pending >= self.batch_rows:
             self._flush(stream)
-
-    def _resource(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.resource, doc)
-
-    def _datum(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.datum, doc)
-
-    def _datum_page(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.datum_page, doc)
-
-    def _stream_resource(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.stream_resource, doc)
-
-    def _stream_datum(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.stream_datum, doc)
 
     def _stop(self, doc: Mapping[str, Any]) -> None:
         self._external(self.external.stop, doc)
@@ -361,11 +349,10 @@ class RunWriter:
         if stream is not None:
             self._mark(stream)
 
-    def _external(self, handler: Callable[[Mapping[str, Any]], None],
-                  doc: Mapping[str, Any]) -> None:  # fmt: skip
+    def _external(self, handler: Callable[..., None], *args: Any) -> None:
         """External documents the normalizer or a consolidator cannot place are the run's errors."""
         try:
-            handler(doc)
+            handler(*args)
         except EXTERNAL_ERRORS as exc:
             self._record_error(f"external data: {type(exc).__name__}: {exc}")
 
