@@ -11,9 +11,9 @@ A record is ``u32 length | u32 crc32 | msgpack [id, run, name, seq, key, headers
 The RunEngine's thread appends with one ``write`` (so a SIGKILL of the engine
 loses nothing that was emitted: the bytes are in the kernel); the delivery
 thread reads the segments back in order, fsyncs by policy (a synced segment is
-closed and appends go on in a new one, so the RunEngine never waits for a
-sync), and moves the
-*watermark*: every record with ``id <= watermark`` is acknowledged by Kafka.
+closed and appends go on in a new one, so the RunEngine never waits for a sync)
+and moves the *watermark*: every record with ``id <= watermark`` is acknowledged
+by Kafka.
 Segments whose records are all under the watermark are deleted.
 
 Open runs after a crash: ``state.json`` holds the runs open among the records
