@@ -100,7 +100,7 @@ class ExternalData:
         self._normalizer.stop(doc)
 
     def pending(self, stream: str) -> bool:
-        return any(a.patches for a in self.arrays.values() if a.stream == stream)
+        return any(a.patches for a in self.of_stream(stream))
 
     def of_stream(self, stream: str) -> list[ExternalArray]:
         return [a for a in self.arrays.values() if a.stream == stream]

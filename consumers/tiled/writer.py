@@ -173,12 +173,17 @@ class RunWriter:
         stream = Stream(name, node, keys, arrays, pa.schema(fields))
         self.streams[doc["uid"]] = self.by_name[name] = stream
 
-    def _event(self, doc: Mapping[str, Any]) -> None:
+    def _receiving(self, doc: Mapping[str, Any], external: Callable[..., None]) -> Stream:
+        """The stream an event (page) adds rows to, its clock started, its datum ids passed on."""
         stream = self.streams[doc["descriptor"]]
         if not stream.pending:
             self._mark(stream)
         if self.external.external_keys.get(doc["descriptor"]):
-            self._external(self.external.event, doc)
+            self._external(external, doc)
+        return stream
+
+    def _event(self, doc: Mapping[str, Any]) -> None:
+        stream = self._receiving(doc, self.external.event)
         columns, data, stamps = stream.columns, doc["data"], doc["timestamps"]
         columns["seq_num"].append(doc["seq_num"])
         columns["time"].append(doc["time"])
@@ -191,11 +196,7 @@ class RunWriter:
             self._flush(stream)
 
     def _event_page(self, page: Mapping[str, Any]) -> None:
-        stream = self.streams[page["descriptor"]]
-        if not stream.pending:
-            self._mark(stream)
-        if self.external.external_keys.get(page["descriptor"]):
-            self._external(self.external.event_page, page)
+        stream = self._receiving(page, self.external.event_page)
         rows = len(page["seq_num"])
         columns, data, stamps = stream.columns, page["data"], page["timestamps"]
         columns["seq_num"].extend(page["seq_num"])

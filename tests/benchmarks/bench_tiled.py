@@ -78,6 +78,7 @@ def service_router(factory):
     """Our service's own router (`consumers.router`), fed as the runtime feeds it."""
     router = Router([factory], ConsumerMetrics(), time.monotonic)
     seqs: dict[str, int] = {}
+    starts: dict[str, str] = {}  # descriptor uid -> run uid
 
     def route(name: str, doc: dict) -> None:
         uid = doc["uid"] if name == "start" else doc.get("run_start") or starts[doc["descriptor"]]
@@ -86,7 +87,6 @@ def service_router(factory):
         seq = seqs[uid] = seqs.get(uid, -1) + 1
         router.route(0, uid, seq, name, doc)
 
-    starts: dict[str, str] = {}
     return route
 
 
