@@ -1,6 +1,6 @@
 """The consumer side of runstream: RunRouter over Kafka, and the services built on it.
 
-from consumers import ConsumerSettings, Runtime
+from runstream.consumers import ConsumerSettings, Runtime
 Runtime(ConsumerSettings(topics=[topic], group="mine"), [my_factory]).run()
 """
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 
 from pydantic import ValidationError
+from runstream.schemas.errors import CommandError
 
 from .config import ConsumerSettings
 from .runtime import Runtime
@@ -18,8 +19,10 @@ from .services import load_factory, services
 log = logging.getLogger(__name__)
 
 
-class UsageError(ValueError):
+class UsageError(CommandError, ValueError):
     """Bad command-line input: printed as a one-line error, exit code 2."""
+
+    exit_code = 2
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

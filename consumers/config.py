@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import schemas
+from runstream import schemas
 
 
 class ConsumerSettings(BaseSettings):

@@ -12,9 +12,9 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from runstream.schemas.headers import DLQ_REASON, DLQ_SOURCE
 
-import schemas
-from schemas.headers import DLQ_REASON, DLQ_SOURCE
+from runstream import schemas
 
 log = logging.getLogger(__name__)
 

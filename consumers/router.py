@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runstream.schemas.errors import RunstreamError
+
 from .metrics import ConsumerMetrics
 from .protocols import Callback, Factory, SubFactory
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 RECENTLY_CLOSED = 10_000
 
 
-class RoutingError(Exception):
+class RoutingError(RunstreamError):
     """The document cannot be routed; the message goes to the dead-letter topic."""
 
 

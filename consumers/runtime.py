@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-import schemas
+from runstream import schemas
 
 from .config import ConsumerSettings
 from .deadletter import DeadLetters

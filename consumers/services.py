@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from .protocols import Factory
 
 SERVICE_MODULES = [
-    "consumers.table",
-    "consumers.plot",
-    "consumers.tiled.service",
+    "runstream.consumers.table",
+    "runstream.consumers.plot",
+    "runstream.consumers.tiled.service",
 ]
 
 

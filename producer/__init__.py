@@ -1,6 +1,6 @@
 """The engine side of runstream: publish every run's documents to Kafka, losing none.
 
-from producer import KafkaPublisher, lineage
+from runstream.producer import KafkaPublisher, lineage
 RE.preprocessors.append(lineage)
 RE.subscribe(KafkaPublisher(topic, "broker:9092", "/var/lib/runstream/outbox"))
 """

@@ -9,7 +9,7 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-import schemas
+from runstream import schemas
 
 FsyncPolicy = Literal["always", "interval", "never"]
 

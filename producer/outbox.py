@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
+from runstream.schemas.errors import RunstreamError
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ _FRAME = struct.Struct("<II")
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
-class OutboxError(RuntimeError):
+class OutboxError(RunstreamError, RuntimeError):
     """The outbox cannot be used (locked by another publisher, unwritable, corrupt)."""
 
 

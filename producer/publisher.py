@@ -26,9 +26,10 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from runstream.schemas.errors import RunstreamError
+from runstream.schemas.topics import check_topic
 
-import schemas
-from schemas.topics import check_topic
+from runstream import schemas
 
 from .config import FsyncPolicy, PublisherSettings
 from .metrics import PublisherMetrics
@@ -48,7 +49,7 @@ _ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker."
 RESTART_REASON = "engine restarted: the run was still open in the publisher's outbox"
 
 
-class PublisherConfigError(ValueError):
+class PublisherConfigError(RunstreamError, ValueError):
     """A setting the publisher cannot work with; raised at construction."""
 
 

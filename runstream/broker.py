@@ -16,11 +16,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from runstream.schemas.errors import RunstreamError
+
 from .process import Progress, port_free, port_open, quiet, runs_with, stop_pid, tail
-from .settings import LocalSettings
+from .settings import KAFKA_RESOURCES, LocalSettings
 
 
-class BrokerError(RuntimeError):
+class BrokerError(RunstreamError, RuntimeError):
     """The local broker could not be fetched, started or stopped; the message says what to do."""
 
 
@@ -94,8 +96,8 @@ class LocalBroker:
         pom = self.settings.kafka_pom
         if not pom.is_file():
             raise BrokerError(
-                f"the broker's pom is missing at {pom}; run from a runstream source checkout "
-                "or set RUNSTREAM_KAFKA_POM"
+                f"the broker's pom is missing at {pom}; reinstall runstream "
+                "or point RUNSTREAM_KAFKA_POM at a pom that lists Kafka's jars"
             )
         progress(
             f"fetching Apache Kafka {self.settings.kafka_version} jars from Maven Central "
@@ -203,7 +205,7 @@ class LocalBroker:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
         config = self._write_config(port, cport)
         self._format(java, config, libs)
-        log4j = self.settings.kafka_pom.with_name("log4j2.properties")
+        log4j = KAFKA_RESOURCES / "log4j2.properties"
         cmd = [
             java, f"-Xms{self.settings.broker_heap}", f"-Xmx{self.settings.broker_heap}",
             "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}",

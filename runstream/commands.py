@@ -12,6 +12,12 @@ from collections.abc import Callable
 Register = Callable[[argparse._SubParsersAction], None]
 
 
+def _broker(sub: argparse._SubParsersAction) -> None:
+    from .localstack import register_broker
+
+    register_broker(sub)
+
+
 def _demo(sub: argparse._SubParsersAction) -> None:
     from .demo import register
 
@@ -19,7 +25,7 @@ def _demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _consume(sub: argparse._SubParsersAction) -> None:
-    from consumers.cli import register
+    from runstream.consumers.cli import register
 
     register(sub)
 
@@ -31,9 +37,9 @@ def _tiled(sub: argparse._SubParsersAction) -> None:
 
 
 def _engine(sub: argparse._SubParsersAction) -> None:
-    from producer.engine.cli import register
+    from runstream.producer.engine.cli import register
 
     register(sub)
 
 
-REGISTRY: list[Register] = [_consume, _demo, _tiled, _engine]
+REGISTRY: list[Register] = [_broker, _consume, _demo, _tiled, _engine]

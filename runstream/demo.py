@@ -25,15 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from consumers.tiled import connect_catalog
+from runstream.consumers.tiled import connect_catalog
 
 from .broker import LocalBroker
-from .cli import CommandError, LocalService, add_local_command, progress
+from .localstack import CommandError, LocalService, add_local_command, progress
 from .settings import LocalSettings
 from .tiled import LocalTiled
 
 if TYPE_CHECKING:
-    from producer import KafkaPublisher
+    from runstream.producer import KafkaPublisher
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ class Demo:
     # -- the plans --------------------------------------------------------------
 
     def publisher(self, bootstrap: str) -> KafkaPublisher:
-        from producer import KafkaPublisher
+        from runstream.producer import KafkaPublisher
 
         publisher = KafkaPublisher(self.topic, bootstrap, self.out / "outbox", partitions=3)
         if not publisher.wait_for_topic(60):
@@ -140,8 +140,8 @@ class Demo:
     def run_plans(self, publisher: KafkaPublisher) -> list[str]:
         from bluesky import RunEngine
 
-        from producer import lineage
-        from producer.plans import SEED_PLANS
+        from runstream.producer import lineage
+        from runstream.producer.plans import SEED_PLANS
 
         RE = RunEngine({})
         RE.preprocessors.append(lineage)
@@ -264,7 +264,7 @@ def _delete_topics(bootstrap: str, topics: list[str]) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .cli import local_settings
+    from .localstack import local_settings
 
     return Demo(local_settings(args), keep=args.keep, npts=args.npts).run()
 

@@ -8,7 +8,8 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The broker's pom and logging config ship inside the package, so a wheel install runs it.
+KAFKA_RESOURCES = Path(__file__).resolve().parent / "resources" / "kafka"
 
 
 class LocalSettings(BaseSettings):
@@ -29,7 +30,7 @@ class LocalSettings(BaseSettings):
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)
     broker_heap: str = "512m"
     broker_start_timeout: float = Field(default=90.0, gt=0)
-    kafka_pom: Path = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
+    kafka_pom: Path = KAFKA_RESOURCES / "pom.xml"
     tiled_port: int = Field(default=8765, ge=1, le=65535)
     tiled_api_key: str | None = Field(
         default=None,

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import httpx
 
+from runstream.schemas.errors import RunstreamError
+
 from .process import Progress, port_free, port_open, quiet, runs_with, stop_pid, tail
 from .settings import LocalSettings
 
 
-class TiledError(RuntimeError):
+class TiledError(RunstreamError, RuntimeError):
     """The local Tiled server could not be started or stopped; the message says what to do."""
 
 
@@ -137,7 +139,7 @@ def _answers(url: str) -> bool:
 
 
 def _command(args: argparse.Namespace) -> int:
-    from .cli import local_service_action, local_settings
+    from .localstack import local_service_action, local_settings
 
     overrides = {"tiled_port": args.port} if args.port else {}
     settings = local_settings(args).model_copy(update=overrides)
@@ -145,7 +147,7 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from .cli import add_local_command
+    from .localstack import add_local_command
 
     p = add_local_command(sub, "tiled", "run a local Tiled server with a writable catalog", __doc__)
     p.add_argument("action", choices=["up", "down", "status"])

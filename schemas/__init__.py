@@ -5,7 +5,14 @@ the value is ``msgpack([name, doc])`` and the headers carry the routing facts.
 """
 
 from .codec import DOCUMENT_NAMES, decode, encode
-from .errors import ContractError, DecodeError, EncodeError, ValidationError
+from .errors import (
+    CommandError,
+    ContractError,
+    DecodeError,
+    EncodeError,
+    RunstreamError,
+    ValidationError,
+)
 from .headers import CONTRACT_VERSION, Headers
 from .keys import RunIndex
 from .partition import murmur2, partition_for
@@ -15,11 +22,13 @@ from .validation import validate
 __all__ = [
     "CONTRACT_VERSION",
     "DOCUMENT_NAMES",
+    "CommandError",
     "ContractError",
     "DecodeError",
     "EncodeError",
     "Headers",
     "RunIndex",
+    "RunstreamError",
     "ValidationError",
     "dead_letter_topic",
     "decode",

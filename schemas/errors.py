@@ -1,7 +1,21 @@
-"""The exceptions of the wire contract."""
+"""The root of runstream's exceptions, and those of the wire contract.
+
+Every exception runstream raises on purpose derives from `RunstreamError`, so the
+command line can print any of them as one line with an exit code, never a traceback.
+"""
 
 
-class ContractError(ValueError):
+class RunstreamError(Exception):
+    """Base of every error runstream raises on purpose; its message says what to do."""
+
+    exit_code = 1
+
+
+class CommandError(RunstreamError):
+    """A failure the user can act on (bad settings, a service not reachable)."""
+
+
+class ContractError(RunstreamError, ValueError):
     """Base of every error raised by `schemas`."""
 
 

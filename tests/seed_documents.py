@@ -6,8 +6,7 @@ import copy
 from functools import cache
 
 from bluesky import RunEngine
-
-from producer.plans import SEED_PLANS
+from runstream.producer.plans import SEED_PLANS
 
 
 @cache

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import httpx
+from runstream.schemas.errors import RunstreamError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -20,7 +21,7 @@ MAX_BACKOFF = 10.0
 SERVER_ERROR_TRIES = 5
 
 
-class WriterStoppingError(RuntimeError):
+class WriterStoppingError(RunstreamError, RuntimeError):
     """The service is shutting down while Tiled is unreachable; the run will be replayed."""
 
 

@@ -51,7 +51,7 @@ def _client(args: argparse.Namespace) -> Any:
 
 def parse_params(params: list[str]) -> dict[str, Any]:
     """``--npts 5 --detectors '["det"]'``: JSON values where they parse, text otherwise."""
-    from runstream.cli import CommandError
+    from runstream.schemas import CommandError
 
     kwargs: dict[str, Any] = {}
     i = 0
@@ -69,7 +69,7 @@ def parse_params(params: list[str]) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, call: Any) -> int:
-    from runstream.cli import CommandError
+    from runstream.schemas import CommandError
 
     from .client import EngineClientError
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from runstream.schemas.errors import RunstreamError
 
 
-class EngineClientError(RuntimeError):
+class EngineClientError(RunstreamError, RuntimeError):
     """The engine refused a request or could not be reached; the message says which."""
 
 

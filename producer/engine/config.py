@@ -7,9 +7,10 @@ from pathlib import Path
 import platformdirs
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from runstream.schemas.errors import RunstreamError
 
 
-class EngineSettingsError(ValueError):
+class EngineSettingsError(RunstreamError, ValueError):
     """A setting the engine cannot start with."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from bluesky import RunEngine
 from bluesky.preprocessors import plan_mutator
 from bluesky.utils import Msg, RunEngineInterrupted, single_gen
+from runstream.schemas.errors import RunstreamError
 
 from .events import EventHub
 from .registry import PlanRegistry, RequestError
@@ -44,7 +45,7 @@ CONTROLS = ("pause", "resume", "stop", "abort", "halt")
 LOOP_PING_TIMEOUT = 1.0
 
 
-class ControlError(RuntimeError):
+class ControlError(RunstreamError, RuntimeError):
     """A control the RunEngine refuses in its present state (HTTP 409)."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+from runstream.schemas.errors import RunstreamError
 
 from .. import plans as seed_plans
 from . import stock
@@ -40,7 +41,7 @@ DEVICE_SCHEMA: dict[str, Any] = {
 }
 
 
-class RequestError(ValueError):
+class RequestError(RunstreamError, ValueError):
     """A plan request the engine cannot run: unknown plan or device, or bad arguments."""
 
 

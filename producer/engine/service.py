@@ -12,8 +12,7 @@ log = logging.getLogger(__name__)
 def run_service(host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the running plan is aborted and the outbox flushed."""
     import uvicorn
-
-    from runstream.cli import CommandError
+    from runstream.schemas import CommandError
 
     from .. import KafkaPublisher, OutboxError, PublisherConfigError, PublisherSettings, lineage
     from .app import create_app

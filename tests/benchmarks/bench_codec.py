@@ -18,7 +18,7 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from ophyd.sim import det
 
-import schemas
+from runstream import schemas
 
 
 def _rate(fn: Callable[[], object], items: int, min_seconds: float = 1.0) -> float:

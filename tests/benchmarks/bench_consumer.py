@@ -24,9 +24,9 @@ from bluesky_kafka import RemoteDispatcher
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from event_model import RunRouter
+from runstream.consumers import ConsumerSettings, Runtime
 
-import schemas
-from consumers import ConsumerSettings, Runtime
+from runstream import schemas
 
 
 def run_documents(events: int) -> list[tuple[str, dict]]:

@@ -24,9 +24,8 @@ from bluesky import RunEngine
 from bluesky.callbacks.best_effort import BestEffortCallback
 from bluesky.plans import scan
 from event_model import RunRouter
-
-from consumers.plot import plot_factory
-from producer.plans import sim_hw
+from runstream.consumers.plot import plot_factory
+from runstream.producer.plans import sim_hw
 
 
 def record(events: int) -> list[tuple[str, dict]]:

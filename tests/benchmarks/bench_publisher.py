@@ -30,9 +30,9 @@ from bluesky_kafka import Publisher
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from ophyd.sim import det
+from runstream.producer import KafkaPublisher
 
-import schemas
-from producer import KafkaPublisher
+from runstream import schemas
 
 # ophyd.sim's det reads instantly; a real detector does not, and the RunEngine's
 # own per-event work is what the 3% is measured against.

@@ -30,13 +30,13 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from bluesky_tiled_plugins import TiledWriter
 from ophyd.sim import det
+from runstream.consumers import ConsumerSettings, Runtime
+from runstream.consumers.metrics import ConsumerMetrics
+from runstream.consumers.router import Router
+from runstream.consumers.tiled import connect_catalog, tiled_factory
+from runstream.producer import KafkaPublisher
 from tiled.client import from_uri
 
-from consumers import ConsumerSettings, Runtime
-from consumers.metrics import ConsumerMetrics
-from consumers.router import Router
-from consumers.tiled import connect_catalog, tiled_factory
-from producer import KafkaPublisher
 from runstream.settings import LocalSettings
 from runstream.tiled import LocalTiled
 

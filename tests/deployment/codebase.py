@@ -92,13 +92,13 @@ def direct_reads(*paths: Path) -> set[str]:
 
 def _service_paths() -> dict[str, list[Path]]:
     """Each consumer service's own source: its module, or its whole subpackage."""
-    from consumers.services import SERVICE_MODULES
+    from runstream.consumers.services import SERVICE_MODULES
 
     paths = {}
     for name in SERVICE_MODULES:
         module = importlib.import_module(name)
         file = Path(module.__file__)
-        own = file.parent if module.__package__ != "consumers" else file
+        own = file.parent if module.__package__ != "runstream.consumers" else file
         paths[module.SERVICE.name] = [own]
     return paths
 
@@ -109,9 +109,9 @@ def allowed_env(kind: str) -> frozenset[str]:
 
     Kinds: ``engine``, ``consume:<service>``, ``client`` (submit, stop, ...).
     """
-    from consumers.config import ConsumerSettings
-    from producer.config import PublisherSettings
-    from producer.engine.config import EngineSettings
+    from runstream.consumers.config import ConsumerSettings
+    from runstream.producer.config import PublisherSettings
+    from runstream.producer.engine.config import EngineSettings
 
     common = direct_reads(ROOT / "runstream" / "cli.py")
     if kind == "engine":
@@ -137,7 +137,7 @@ def allowed_env(kind: str) -> frozenset[str]:
 
 def deployment_env() -> dict[str, set[str]]:
     """Every RUNSTREAM_* variable a deployed service reads, by service kind (for the guide)."""
-    from consumers.services import services
+    from runstream.consumers.services import services
 
     kinds = ["engine", "client", *(f"consume:{name}" for name in services())]
     return {kind: set(allowed_env(kind)) for kind in kinds}
@@ -169,10 +169,9 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
     """The service's settings objects built from ``env``, and the validation errors."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
-
-    from consumers.config import ConsumerSettings
-    from producer.config import PublisherSettings
-    from producer.engine.config import EngineSettings
+    from runstream.consumers.config import ConsumerSettings
+    from runstream.producer.config import PublisherSettings
+    from runstream.producer.engine.config import EngineSettings
 
     classes: dict[str, type] = {}
     if kind == "engine":
@@ -195,8 +194,8 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
 @functools.cache
 def engine_routes() -> dict[str, bool]:
     """GET paths of the engine's app -> whether they need the token when reads are closed."""
-    from producer.engine.app import create_app
-    from producer.engine.auth import TokenGuard
+    from runstream.producer.engine.app import create_app
+    from runstream.producer.engine.auth import TokenGuard
 
     guard = TokenGuard("token", open_reads=False)
     app = create_app(object(), guard)  # type: ignore[arg-type]  (routes only; never served)
@@ -212,8 +211,7 @@ def engine_routes() -> dict[str, bool]:
 def consumer_status(path: str) -> int:
     """The status a consumer's real health server answers for ``path`` (alive and ready)."""
     from prometheus_client import CollectorRegistry
-
-    from consumers.health import HealthServer
+    from runstream.consumers.health import HealthServer
 
     server = HealthServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: True)
     try:

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bluesky import RunEngine
+from runstream.consumers import ConsumerSettings, Runtime
+from runstream.producer import KafkaPublisher, lineage
 
-from consumers import ConsumerSettings, Runtime
-from producer import KafkaPublisher, lineage
 from tests.kafka_tools import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,8 +103,7 @@ def gated_run(points: int, gate_at: int, gate: threading.Event, md: dict | None 
     devices are made there), run it on any."""
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
-
-    from producer.plans import sim_hw
+    from runstream.producer.plans import sim_hw
 
     hw = sim_hw()
 

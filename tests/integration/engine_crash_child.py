@@ -16,9 +16,8 @@ from pathlib import Path
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky import RunEngine
-
-from producer import KafkaPublisher, lineage
-from producer.plans import sim_hw
+from runstream.producer import KafkaPublisher, lineage
+from runstream.producer.plans import sim_hw
 
 
 def main() -> None:

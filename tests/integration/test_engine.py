@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import schemas
+from runstream import schemas
 from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import free_port, read_all
 

@@ -16,10 +16,10 @@ import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
 from bluesky import RunEngine
+from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
+from runstream.producer.plans import SEED_PLANS, sim_hw
 
-import schemas
-from producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
-from producer.plans import SEED_PLANS, sim_hw
+from runstream import schemas
 from tests.kafka_tools import Record, free_port, read_all, unique_prefix
 
 PARTITIONS = 4

@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from consumers.services import load_factory
+from runstream.consumers.services import load_factory
 
 
 @pytest.mark.parametrize(
@@ -17,8 +16,8 @@ from consumers.services import load_factory
         ("no_colon", "not of the form"),
         (":factory", "not of the form"),
         ("no.such.module:f", "cannot import"),
-        ("consumers.table:nothing_here", "has no"),
-        ("consumers.table:MIN_WIDTH", "not callable"),
+        ("runstream.consumers.table:nothing_here", "has no"),
+        ("runstream.consumers.table:MIN_WIDTH", "not callable"),
     ],
 )
 def test_bad_factory_specs(spec: str, match: str) -> None:
@@ -27,9 +26,9 @@ def test_bad_factory_specs(spec: str, match: str) -> None:
 
 
 def test_good_factory_spec() -> None:
-    from consumers.table import table_factory
+    from runstream.consumers.table import table_factory
 
-    assert load_factory("consumers.table:table_factory") is table_factory
+    assert load_factory("runstream.consumers.table:table_factory") is table_factory
 
 
 def _consume(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -45,7 +44,7 @@ def test_cli_errors() -> None:
     bad = _consume("--factory", "nope", "--topic", "t")
     assert bad.returncode == 2 and "not of the form" in bad.stderr
     assert "Traceback" not in bad.stderr
-    settings = _consume("--factory", "consumers.table:table_factory",
+    settings = _consume("--factory", "runstream.consumers.table:table_factory",
                         env={"RUNSTREAM_IDLE_TIMEOUT": "-5"})  # fmt: skip
     assert settings.returncode == 2 and "idle_timeout" in settings.stderr
     port = _consume("table", "--out", "x", "--http-port", "eighty")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from runstream.schemas import DecodeError, Headers, RunIndex, ValidationError
+from runstream.schemas.topics import check_topic
 
-import schemas
-from schemas import DecodeError, Headers, RunIndex, ValidationError
-from schemas.topics import check_topic
+from runstream import schemas
 from tests.seed_documents import seed_documents
 
 
@@ -135,8 +135,7 @@ def test_fast_path_never_accepts_what_the_full_validator_rejects() -> None:
     import random
 
     import fastjsonschema
-
-    from schemas.validation import _validators
+    from runstream.schemas.validation import _validators
 
     rng = random.Random(7)
     odd_values = [None, "x", 3, 2.5, True, [], {}, {"k": object}, ["a"], {"k": 1}]

@@ -8,8 +8,8 @@ import tomllib
 
 import pytest
 from prometheus_client import CollectorRegistry
+from runstream.consumers.health import HealthServer
 
-from consumers.health import HealthServer
 from tests.deployment.codebase import tiled_config_problems, tiled_status
 from tests.deployment.image import check_dockerfile, dockerignore_allows
 from tests.deployment.render import (
@@ -48,7 +48,7 @@ def test_the_build_context_holds_every_file_the_image_copies() -> None:
         assert (ROOT / source).exists(), source
         assert dockerignore_allows(source, ignore), source
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(project["tool"]["setuptools"]["package-dir"].values())
     assert packages | {project["project"]["readme"], "pyproject.toml"} <= set(copied)
 
 

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-
-from producer.engine import Engine, PlanRegistry, TaskStore
-from producer.engine.app import create_app
-from producer.engine.auth import TokenGuard
+from runstream.producer.engine import Engine, PlanRegistry, TaskStore
+from runstream.producer.engine.app import create_app
+from runstream.producer.engine.auth import TokenGuard
 
 TOKEN = "fuzz-token"  # noqa: S105 - a test credential
 

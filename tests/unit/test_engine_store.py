@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from producer.engine.cli import parse_params
-from producer.engine.store import RESTART_REASON, TaskStore
-from runstream.cli import CommandError
+from runstream.producer.engine.cli import parse_params
+from runstream.producer.engine.store import RESTART_REASON, TaskStore
+from runstream.schemas import CommandError
 
 
 def test_queue_positions_and_removal(tmp_path: Path) -> None:

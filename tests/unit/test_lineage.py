@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from bluesky import RunEngine
-
-from producer import lineage
-from producer.plans import nested_runs, recursive_runs, sequential_runs
+from runstream.producer import lineage
+from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 
 
 def _starts(plan) -> list[dict]:

@@ -6,8 +6,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from producer.outbox import Outbox, OutboxError, Record, SegmentReader
+from runstream.producer.outbox import Outbox, OutboxError, Record, SegmentReader
 
 
 def _record(rid: int, run: str = "R", name: str = "event", seq: int | None = None) -> Record:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from schemas import murmur2, partition_for
+from runstream.schemas import murmur2, partition_for
 
 KAFKA_VECTORS = {
     b"21": -973932308,

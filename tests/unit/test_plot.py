@@ -9,9 +9,8 @@ from bluesky import RunEngine
 from bluesky.plans import count, scan
 from event_model import RunRouter
 from PIL import Image
-
-from consumers.plot import RunPlot, plot_factory
-from producer.plans import nested_runs, sim_hw
+from runstream.consumers.plot import RunPlot, plot_factory
+from runstream.producer.plans import nested_runs, sim_hw
 
 
 def _run(plan, out: Path) -> list[tuple[str, dict]]:

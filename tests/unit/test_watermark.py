@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from consumers.watermark import PartitionWatermark
+from runstream.consumers.watermark import PartitionWatermark
 
 
 def test_nothing_processed_nothing_to_commit() -> None:
