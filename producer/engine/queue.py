@@ -81,6 +81,9 @@ class Engine:
         self.runs_closed = 0
         self.RE = self._new_run_engine()
         self.interrupted = store.recover()
+        if self.interrupted:  # as after a failed task: nothing moves until an operator says so
+            store.set_meta("queue_running", False)
+            log.warning("queue stopped after a restart cut a task short; start it to go on")
         self._thread = threading.Thread(target=self._work, name="runstream-engine", daemon=True)
 
     def _new_run_engine(self) -> RunEngine:

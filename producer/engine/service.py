@@ -54,8 +54,6 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
         ready_checks=[outbox_ready],
         max_queue=settings.max_queue,
     )
-    for task_id in engine.interrupted:
-        log.warning("task %s was interrupted by the last shutdown", task_id)
     app = create_app(
         engine,
         TokenGuard(token, settings.open_reads),
