@@ -45,6 +45,10 @@ class RequestError(RunstreamError, ValueError):
     """A plan request the engine cannot run: unknown plan or device, or bad arguments."""
 
 
+class UnknownPlanError(RequestError):
+    """A request names no plan this engine serves (HTTP 404)."""
+
+
 def _summary(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.split("\n\n", 1)[0].strip()
@@ -201,7 +205,7 @@ class PlanRegistry:
         """Check a request and make its plan; RequestError names the first problem."""
         entry = self.plans.get(plan)
         if entry is None:
-            raise RequestError(f"unknown plan {plan!r}; known: {', '.join(sorted(self.plans))}")
+            raise UnknownPlanError(f"unknown plan {plan!r}; known: {', '.join(sorted(self.plans))}")
         hidden = sorted(set(kwargs) & entry.hidden)
         if hidden:
             raise RequestError(f"plan {plan!r}: parameter {hidden[0]!r} cannot be given")
