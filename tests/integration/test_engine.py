@@ -40,7 +40,9 @@ class EngineProcess:
             "RUNSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "RUNSTREAM_TOPIC": topic,
             "RUNSTREAM_PARTITIONS": "2",
-            "RUNSTREAM_DEVICE_MODULES": json.dumps([str(home / "devices.py")]),
+            "RUNSTREAM_DEVICE_MODULES": json.dumps(
+                ["runstream.producer.plans", str(home / "devices.py")]
+            ),
         }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
