@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 from pydantic import ValidationError
 
@@ -13,6 +14,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the running plan is aborted and the outbox flushed."""
     import uvicorn
     from runstream.schemas import CommandError
+    from runstream.schemas.errors import settings_problem
 
     from .. import KafkaPublisher, OutboxError, PublisherConfigError, PublisherSettings, lineage
     from .app import create_app
@@ -22,12 +24,13 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     from .registry import PlanRegistry, RequestError
     from .store import TaskStore
 
+    given = {"engine_host": host, "engine_port": port}
     try:
-        settings = EngineSettings()
+        settings = EngineSettings(**{k: v for k, v in given.items() if v is not None})
         token = settings.token()
         publisher_settings = PublisherSettings()
     except (ValidationError, EngineSettingsError) as exc:
-        raise CommandError(f"bad engine settings: {exc}") from None
+        raise CommandError(f"bad engine settings: {settings_problem(exc)}") from None
     if "outbox_dir" not in publisher_settings.model_fields_set:
         publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
@@ -62,23 +65,30 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     )
     engine.start()
     log.info(
-        "engine on %s:%s publishing to %s",
-        host or settings.engine_host,
-        port or settings.engine_port,
+        "engine on %s:%s publishing to %s", settings.engine_host, settings.engine_port,
         publisher.topic,
-    )
+    )  # fmt: skip
+    # uvicorn re-raises the signal it stopped on once it has shut down; with the default
+    # SIGTERM handler that would end the process before the engine closes its runs below.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
             app,
-            host=host or settings.engine_host,
-            port=port if port is not None else settings.engine_port,
+            host=settings.engine_host,
+            port=settings.engine_port,
             log_level="warning",
             timeout_graceful_shutdown=3,  # live event streams never end by themselves
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         engine.close()
         left = publisher.close(30)
         engine.store.close()
         if left:
             log.warning("%d documents left in the outbox for the next start", left)
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    """SIGTERM outside uvicorn's own handling: leave through the engine's shutdown, exit 0."""
+    raise SystemExit(0)

@@ -69,7 +69,7 @@ class EngineProcess:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
+            assert self.proc.wait(60) == 0, self.log.read_text()  # a clean shutdown
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
