@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 
 from pydantic import ValidationError
 
@@ -31,6 +32,12 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
         publisher_settings = PublisherSettings()
     except (ValidationError, EngineSettingsError) as exc:
         raise CommandError(f"bad engine settings: {settings_problem(exc)}") from None
+    if not _can_bind(settings.engine_host, settings.engine_port):
+        raise CommandError(
+            f"cannot serve on {settings.engine_host}:{settings.engine_port} (taken, or not an "
+            "address of this machine); choose another with --host/--port "
+            "(RUNSTREAM_ENGINE_HOST, RUNSTREAM_ENGINE_PORT)"
+        )
     if "outbox_dir" not in publisher_settings.model_fields_set:
         publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
@@ -92,3 +99,15 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
 def _exit_cleanly(signum: int, _frame: object) -> None:
     """SIGTERM outside uvicorn's own handling: leave through the engine's shutdown, exit 0."""
     raise SystemExit(0)
+
+
+def _can_bind(host: str, port: int) -> bool:
+    """The HTTP server will be able to listen there (checked before anything starts)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError:
+        return False
+    return True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -78,6 +79,16 @@ def test_expected_failure_is_one_line(tmp_path: Path, case: str) -> None:
     args, needle, *extra = CASES[case]
     env = _env(tmp_path, **(extra[0] if extra else {}))
     assert_one_line_error(_runstream(env, *args), needle)
+
+
+def test_engine_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        env = _env(tmp_path, RUNSTREAM_API_TOKEN=TOKEN)
+        taken = _runstream(env, "engine", "--port", str(port))
+    assert_one_line_error(taken, f"cannot serve on 127.0.0.1:{port}")
 
 
 def test_consume_tiled_uses_the_local_servers_key_and_says_what_to_set(tmp_path: Path) -> None:
