@@ -36,7 +36,7 @@ def _factories(args: argparse.Namespace) -> list:
 
 def _api_key(args: argparse.Namespace) -> str | None:
     """RUNSTREAM_TILED_API_KEY, else the key of the local server when the URL is its own."""
-    key = os.environ.get(KEY_VARIABLE)
+    key = os.environ.get("RUNSTREAM_TILED_API_KEY")
     local_key = getattr(args, "local_tiled_key", None)
     if not key and local_key is not None:
         key = local_key(args.tiled_url)
