@@ -9,7 +9,6 @@ import httpx
 from runstream.schemas.errors import CommandError
 
 from ..services import ConsumerService
-from .writer import connect_catalog, tiled_factory
 
 KEY_VARIABLE = "RUNSTREAM_TILED_API_KEY"
 
@@ -30,6 +29,8 @@ def _factories(args: argparse.Namespace) -> list:
         raise ValueError("give --tiled-url or RUNSTREAM_TILED_URL")
     if args.batch_rows < 1 or args.max_latency <= 0:
         raise ValueError("--batch-rows and --max-latency must be positive")
+    from .writer import tiled_factory  # Tiled's clients load in seconds: only when used
+
     catalog = _connect(args.tiled_url, _api_key(args), args.catalog)
     return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event)]
 
@@ -48,6 +49,8 @@ def _connect(url: str, api_key: str | None, catalog: str) -> object:
     refused = (
         f"Tiled at {url} refused the API key given: set {KEY_VARIABLE} to a key of that server"
     )
+    from .writer import connect_catalog
+
     try:
         return connect_catalog(url, api_key, catalog)
     except httpx.HTTPStatusError as exc:
