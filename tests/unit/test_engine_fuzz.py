@@ -53,14 +53,14 @@ def engine_url(tmp_path: Path) -> Iterator[str]:
         engine.store.close()
 
 
-def test_schemathesis_finds_no_failure_with_every_check(engine_url: str) -> None:
+def test_schemathesis_finds_no_failure_with_every_check(engine_url: str, tmp_path: Path) -> None:
     cli = Path(sys.executable).with_name("schemathesis")
     result = subprocess.run(
         [str(cli), "--config-file", str(ROOT / "schemathesis.toml"),
          "run", f"{engine_url}/openapi.json", "--checks", "all",
          "--header", f"Authorization: Bearer {TOKEN}", "--exclude-path", "/events",
          "--seed", SEED, "--workers", "2", "--request-timeout", "10", "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its cache goes there
     )  # fmt: skip
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
