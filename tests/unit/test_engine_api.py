@@ -223,3 +223,18 @@ def test_stop_and_halt_while_running(service, action, state, exit_status) -> Non
     assert task["state"] == state
     assert task["exit_status"] == exit_status
     assert client.get("/status").json()["re_state"] == "idle"
+
+
+def test_a_full_queue_answers_409(tmp_path: Path, registry: PlanRegistry) -> None:
+    engine = Engine(TaskStore(tmp_path / "tasks.db"), registry, max_queue=1)
+    engine.set_queue_running(False)
+    app = create_app(engine, TokenGuard(TOKEN, open_reads=True))
+    body = {"plan": "count", "args": [["det"]]}
+    try:
+        with TestClient(app) as client:
+            assert client.post("/tasks", json=body, headers=AUTH).status_code == 201
+            full = client.post("/tasks", json=body, headers=AUTH)
+            assert full.status_code == 409 and "queue is full" in full.text
+            assert len(client.get("/queue").json()["tasks"]) == 1
+    finally:
+        engine.store.close()
