@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 
 from pydantic import ValidationError
-from runstream.schemas.errors import CommandError
+from runstream.schemas.errors import CommandError, settings_problem
 
 from .config import ConsumerSettings
 from .runtime import Runtime
@@ -71,7 +70,7 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     try:
         return ConsumerSettings(**overrides)
     except ValidationError as exc:
-        raise UsageError(f"bad consumer settings: {exc}") from None
+        raise UsageError(f"bad consumer settings: {settings_problem(exc)}") from None
 
 
 def run_until_signalled(runtime: Runtime) -> int:
@@ -92,13 +91,14 @@ def run_until_signalled(runtime: Runtime) -> int:
 
 def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list]) -> int:
     args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
+    settings = settings_from(args)
     try:
-        settings = settings_from(args)
         factories = factories_of(args)
         runtime = Runtime(settings, factories, args.stop_event)
-    except ValueError as exc:
-        print(f"runstream consume: error: {exc}", file=sys.stderr)
-        return 2
+    except CommandError:
+        raise
+    except ValueError as exc:  # a bad factory, service option or setting
+        raise UsageError(str(exc)) from None
     return run_until_signalled(runtime)
 
 
@@ -110,7 +110,10 @@ def _generic_factories(args: argparse.Namespace) -> list:
     return [load_factory(spec) for spec in specs]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(
+    sub: argparse._SubParsersAction, local_tiled_key: Callable[[str], str | None] | None = None
+) -> None:
+    """Add ``runstream consume``; ``local_tiled_key(url)`` gives a local Tiled server's key."""
     parser = sub.add_parser(
         "consume",
         help="route Kafka documents per run to RunRouter factories or a named service",
@@ -126,4 +129,5 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = kinds.add_parser(service.name, help=service.help, description=service.help)
         _common(p)
         service.add_arguments(p)
-        p.set_defaults(func=lambda args, s=service: _run(args, s.factories))
+        p.set_defaults(func=lambda args, s=service: _run(args, s.factories),
+                       local_tiled_key=local_tiled_key)  # fmt: skip

@@ -1,12 +1,16 @@
-"""The multi-run plans of Bluesky's tutorial (sequential, nested, recursive runs).
+"""Demo plans and devices: the multi-run plans of Bluesky's tutorial (sequential,
+nested, recursive runs), a run whose suspender opens a run of its own, and
+`ophyd.sim`'s devices.
 
-They are the first thing every part of runstream must carry: the engine serves
-them as named plans, the tests and the demo run them. Devices default to
-`ophyd.sim`'s; pass ``hw=`` to run them on others with the same names.
+They are the first thing every part of runstream must carry: the tests and the demo
+run them, and the engine serves them when its plan and device modules name this
+module (the default). Production code never imports it. Devices default to
+`ophyd.sim`'s; pass ``hw=`` to run the plans on others with the same names.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +19,8 @@ from typing import Any
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky.plans import rel_scan, scan
+from bluesky.suspenders import SuspendBoolHigh
+from ophyd import Signal
 
 Plan = Generator[Any, Any, Any]
 
@@ -35,6 +41,11 @@ def sim_hw(files_dir: Path | None = None) -> SimpleNamespace:
             files_dir.mkdir(parents=True, exist_ok=True)
         _sim = hw(save_path=str(files_dir) if files_dir is not None else None)
     return _sim
+
+
+def make_devices(files_dir: Path | None = None) -> dict[str, Any]:
+    """The engine's device-module hook: `ophyd.sim`'s objects by name (devices among them)."""
+    return dict(vars(sim_hw(files_dir)))
 
 
 def sequential_runs(npts: int = 10, *, hw: Any = None) -> Plan:
@@ -97,6 +108,39 @@ def recursive_runs(npts: int = 4, *, depth: int = 3, hw: Any = None) -> Plan:
         yield from plan()
 
     yield from level(1, npts)
+
+
+def suspended_run(npts: int = 5, hold: float = 0.2, *, hw: Any = None) -> Plan:
+    """A run suspended halfway; the suspender's pre-plan opens a run of its own ('pre_plan').
+
+    The suspend signal is raised from inside the plan (once, so a rewind does not
+    raise it again) and lowered ``hold`` seconds later, as a beam dump would be.
+    """
+    hw = hw or sim_hw()
+    flag = Signal(name="suspend_flag", value=0)
+    tripped = threading.Event()
+
+    @bpp.set_run_key_decorator("pre_plan")
+    # The RunEngine injects a pre-plan around the preprocessors: name its key in md.
+    @bpp.run_decorator(md={"purpose": "suspender pre-plan", "run_key": "pre_plan"})
+    def pre_plan() -> Plan:
+        yield from bps.trigger_and_read([hw.det])
+
+    suspender = SuspendBoolHigh(flag, sleep=0, pre_plan=pre_plan, tripped_message="suspend flag")
+
+    @bpp.set_run_key_decorator("main")
+    @bpp.run_decorator(md={})
+    def body() -> Plan:
+        for j in range(npts):
+            if j == npts // 2 and not tripped.is_set():
+                tripped.set()
+                flag.put(1)
+                threading.Timer(max(hold, 0.0), flag.put, args=(0,)).start()
+            yield from bps.checkpoint()
+            yield from bps.mov(hw.motor, j * 0.1)
+            yield from bps.trigger_and_read([hw.motor, hw.det])
+
+    return (yield from bpp.suspend_wrapper(body(), suspender))
 
 
 SEED_PLANS = {

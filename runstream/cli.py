@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from collections.abc import Sequence
 
 from runstream.schemas.errors import RunstreamError
@@ -13,8 +14,15 @@ log = logging.getLogger("runstream")
 OUR_LOGGERS = ("runstream",)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad command-line input is one line (and exit code 2), not the usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="runstream",
         description="Bluesky documents over Kafka, routed per run.",
     )

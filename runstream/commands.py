@@ -27,7 +27,9 @@ def _demo(sub: argparse._SubParsersAction) -> None:
 def _consume(sub: argparse._SubParsersAction) -> None:
     from runstream.consumers.cli import register
 
-    register(sub)
+    from .tiled import local_key_for
+
+    register(sub, local_tiled_key=local_key_for)
 
 
 def _tiled(sub: argparse._SubParsersAction) -> None:

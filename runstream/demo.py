@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runstream.consumers.tiled import connect_catalog
-
 from .broker import LocalBroker
 from .localstack import CommandError, LocalService, add_local_command, progress
 from .settings import LocalSettings
@@ -198,6 +196,8 @@ class Demo:
             )
 
     def run(self) -> int:
+        from runstream.consumers.tiled import connect_catalog  # seconds to import: when used
+
         self.out.mkdir(parents=True, exist_ok=True)
         progress(f"demo outputs in {self.out}")
         tiled = LocalTiled(self.settings)

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from runstream.schemas.errors import CommandError
+from runstream.schemas.errors import CommandError, settings_problem
 
 from .broker import LocalBroker
 from .settings import LocalSettings
@@ -33,14 +33,14 @@ def progress(message: str) -> None:
 
 def local_settings(args: argparse.Namespace) -> LocalSettings:
     overrides = {}
-    for field in ("home", "broker_port", "broker_controller_port"):
+    for field in ("home", "broker_port", "broker_controller_port", "tiled_port"):
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
     try:
         return LocalSettings(**overrides)
     except ValidationError as exc:
-        raise CommandError(f"bad local settings: {exc}") from None
+        raise CommandError(f"bad local settings: {settings_problem(exc)}") from None
 
 
 def default_bootstrap(args: argparse.Namespace | None = None) -> str:

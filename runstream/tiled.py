@@ -131,6 +131,24 @@ class LocalTiled:
         return True
 
 
+def local_key_for(url: str) -> str | None:
+    """The local server's API key when ``url`` is the local Tiled server that is up."""
+    tiled = LocalTiled(LocalSettings())
+    running = tiled.status()
+    if running is None or _origin(url) != _origin(running):
+        return None
+    if tiled.settings.tiled_api_key:
+        return tiled.settings.tiled_api_key
+    path = tiled.dir / "api_key"
+    return path.read_text().strip() if path.exists() else None
+
+
+def _origin(url: str) -> tuple[str, int | None]:
+    parsed = httpx.URL(url)
+    host = "127.0.0.1" if parsed.host in ("localhost", "127.0.0.1", "::1") else parsed.host
+    return host, parsed.port
+
+
 def _answers(url: str) -> bool:
     try:
         return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
@@ -141,9 +159,7 @@ def _answers(url: str) -> bool:
 def _command(args: argparse.Namespace) -> int:
     from .localstack import local_service_action, local_settings
 
-    overrides = {"tiled_port": args.port} if args.port else {}
-    settings = local_settings(args).model_copy(update=overrides)
-    return local_service_action(LocalTiled(settings), args.action, "Tiled server")
+    return local_service_action(LocalTiled(local_settings(args)), args.action, "Tiled server")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -151,5 +167,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = add_local_command(sub, "tiled", "run a local Tiled server with a writable catalog", __doc__)
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--port", type=int, help="port (default 8765; RUNSTREAM_TILED_PORT)")
+    p.add_argument("--port", dest="tiled_port", type=int,
+                   help="port (default 8765; RUNSTREAM_TILED_PORT)")  # fmt: skip
     p.set_defaults(func=_command)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
+import httpx
+from runstream.schemas.errors import CommandError
+
 from ..services import ConsumerService
-from .writer import connect_catalog, tiled_factory
+
+KEY_VARIABLE = "RUNSTREAM_TILED_API_KEY"
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +29,43 @@ def _factories(args: argparse.Namespace) -> list:
         raise ValueError("give --tiled-url or RUNSTREAM_TILED_URL")
     if args.batch_rows < 1 or args.max_latency <= 0:
         raise ValueError("--batch-rows and --max-latency must be positive")
-    catalog = connect_catalog(args.tiled_url, os.environ.get("RUNSTREAM_TILED_API_KEY"),
-                              args.catalog)  # fmt: skip
+    from .writer import tiled_factory  # Tiled's clients load in seconds: only when used
+
+    catalog = _connect(args.tiled_url, _api_key(args), args.catalog)
     return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event)]
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """RUNSTREAM_TILED_API_KEY, else the key of the local server when the URL is its own."""
+    key = os.environ.get("RUNSTREAM_TILED_API_KEY")
+    local_key = getattr(args, "local_tiled_key", None)
+    if not key and local_key is not None:
+        key = local_key(args.tiled_url)
+    return key
+
+
+def _connect(url: str, api_key: str | None, catalog: str) -> object:
+    """The catalog, or a one-line `CommandError` saying what to set or start."""
+    refused = (
+        f"Tiled at {url} refused the API key given: set {KEY_VARIABLE} to a key of that server"
+    )
+    from .writer import connect_catalog
+
+    try:
+        return connect_catalog(url, api_key, catalog)
+    except httpx.HTTPStatusError as exc:
+        code = exc.response.status_code
+        if code in (401, 403):
+            raise CommandError(f"{refused} (HTTP {code})") from None
+        raise CommandError(f"Tiled at {url} answered HTTP {code}") from None
+    except httpx.HTTPError as exc:
+        raise CommandError(f"cannot reach Tiled at {url}: {exc}") from None
+    except RuntimeError as exc:  # tiled's client: the server wants a key it was not given
+        if "api key" not in str(exc).lower():
+            raise
+        if api_key:
+            raise CommandError(refused) from None
+        raise CommandError(f"Tiled at {url} needs an API key: set {KEY_VARIABLE}") from None
 
 
 SERVICE = ConsumerService(

@@ -84,7 +84,12 @@ def _run(args: argparse.Namespace, call: Any) -> int:
 
 
 def submit(args: argparse.Namespace) -> int:
-    kwargs = parse_params(args.params)
+    params = list(args.params)
+    if "--url" in params[:-1]:  # after the plan name, argparse leaves it among the parameters
+        at = params.index("--url")
+        args.url = params[at + 1]
+        del params[at : at + 2]
+    kwargs = parse_params(params)
     return _run(args, lambda c: c.submit(args.plan, [], kwargs))
 
 

@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from runstream.schemas.errors import RunstreamError
 
+#: The demo's plans (the seed's multi-run plans) and devices (`ophyd.sim`): served unless
+#: the plan and device module settings name others.
+DEMO_MODULES = ("runstream.producer.plans",)
+
 
 class EngineSettingsError(RunstreamError, ValueError):
     """A setting the engine cannot start with."""
@@ -36,10 +40,13 @@ class EngineSettings(BaseSettings):
         default_factory=list, description="Plan allow-list; empty allows every registered plan."
     )
     plan_modules: list[str] = Field(
-        default_factory=list, description="Modules (dotted names or .py files) of user plans."
+        default_factory=lambda: list(DEMO_MODULES),
+        description="Modules (dotted names or .py files) of plans; the default is the demo's.",
     )
     device_modules: list[str] = Field(
-        default_factory=list, description="Modules (dotted names or .py files) of user devices."
+        default_factory=lambda: list(DEMO_MODULES),
+        description="Modules (dotted names or .py files) of devices; the default is the demo's "
+        "(ophyd.sim).",
     )
     max_body_bytes: int = Field(64 * 1024, ge=256)
     max_queue: int = Field(1000, ge=1)

@@ -46,7 +46,7 @@ LOOP_PING_TIMEOUT = 1.0
 
 
 class ControlError(RunstreamError, RuntimeError):
-    """A control the RunEngine refuses in its present state (HTTP 409)."""
+    """A control or request the engine refuses in its present state (HTTP 409)."""
 
 
 class Engine:
@@ -81,6 +81,9 @@ class Engine:
         self.runs_closed = 0
         self.RE = self._new_run_engine()
         self.interrupted = store.recover()
+        if self.interrupted:  # as after a failed task: nothing moves until an operator says so
+            store.set_meta("queue_running", False)
+            log.warning("queue stopped after a restart cut a task short; start it to go on")
         self._thread = threading.Thread(target=self._work, name="runstream-engine", daemon=True)
 
     def _new_run_engine(self) -> RunEngine:
@@ -116,7 +119,7 @@ class Engine:
         generator = self.registry.build(plan, args, kwargs)
         generator.close()
         if len(self.store.queue_ids()) >= self.max_queue:
-            raise RequestError(f"the queue is full ({self.max_queue} tasks)")
+            raise ControlError(f"the queue is full ({self.max_queue} tasks)")
         task = self.store.add(plan, args, kwargs)
         log.info("task %s queued: %s", task["task_id"], plan)
         self.events.publish("task", task_id=task["task_id"], state=QUEUED, plan=plan)

@@ -22,8 +22,8 @@ from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from runstream.schemas.errors import RunstreamError
 
-from .. import plans as seed_plans
 from . import stock
+from .config import DEMO_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,10 @@ DEVICE_SCHEMA: dict[str, Any] = {
 
 class RequestError(RunstreamError, ValueError):
     """A plan request the engine cannot run: unknown plan or device, or bad arguments."""
+
+
+class UnknownPlanError(RequestError):
+    """A request names no plan this engine serves (HTTP 404)."""
 
 
 def _summary(obj: Any) -> str:
@@ -172,21 +176,28 @@ class PlanRegistry:
     @classmethod
     def default(
         cls,
-        plan_modules: list[str] = (),  # type: ignore[assignment]
-        device_modules: list[str] = (),  # type: ignore[assignment]
+        plan_modules: list[str] = DEMO_MODULES,  # type: ignore[assignment]
+        device_modules: list[str] = DEMO_MODULES,  # type: ignore[assignment]
         allowed: list[str] | None = None,
         files_dir: Path | None = None,
     ) -> PlanRegistry:
-        """`ophyd.sim`'s devices, Bluesky's standard plans, the seed's plans, the user's."""
-        sim = seed_plans.sim_hw(files_dir)
-        devices = {name: obj for name, obj in vars(sim).items() if _is_device(obj)}
-        plans = dict(stock.standard_plans())
-        plans.update(seed_plans.SEED_PLANS)
-        plans.update(stock.ENGINE_PLANS)
+        """Bluesky's standard plans, and the plans and devices of the modules named.
+
+        A device module gives its devices as module-level objects, or by a function
+        ``make_devices(files_dir)`` returning them by name (for devices that write
+        files, such as `ophyd.sim`'s image detectors).
+        """
+        devices: dict[str, Any] = {}
         for module in map(load_module, device_modules):
+            make = getattr(module, "make_devices", None)
+            if callable(make):
+                made = make(files_dir)
+                devices.update((n, obj) for n, obj in made.items() if _is_device(obj))
+                continue
             for obj in vars(module).values():
                 if _is_device(obj) and isinstance(getattr(obj, "name", None), str):
                     devices[obj.name] = obj
+        plans = dict(stock.standard_plans())
         for module in map(load_module, plan_modules):
             for name, obj in vars(module).items():
                 if (
@@ -201,7 +212,7 @@ class PlanRegistry:
         """Check a request and make its plan; RequestError names the first problem."""
         entry = self.plans.get(plan)
         if entry is None:
-            raise RequestError(f"unknown plan {plan!r}; known: {', '.join(sorted(self.plans))}")
+            raise UnknownPlanError(f"unknown plan {plan!r}; known: {', '.join(sorted(self.plans))}")
         hidden = sorted(set(kwargs) & entry.hidden)
         if hidden:
             raise RequestError(f"plan {plan!r}: parameter {hidden[0]!r} cannot be given")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import socket
 
 from pydantic import ValidationError
 
@@ -13,6 +15,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the running plan is aborted and the outbox flushed."""
     import uvicorn
     from runstream.schemas import CommandError
+    from runstream.schemas.errors import settings_problem
 
     from .. import KafkaPublisher, OutboxError, PublisherConfigError, PublisherSettings, lineage
     from .app import create_app
@@ -22,12 +25,19 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     from .registry import PlanRegistry, RequestError
     from .store import TaskStore
 
+    given = {"engine_host": host, "engine_port": port}
     try:
-        settings = EngineSettings()
+        settings = EngineSettings(**{k: v for k, v in given.items() if v is not None})
         token = settings.token()
         publisher_settings = PublisherSettings()
     except (ValidationError, EngineSettingsError) as exc:
-        raise CommandError(f"bad engine settings: {exc}") from None
+        raise CommandError(f"bad engine settings: {settings_problem(exc)}") from None
+    if not _can_bind(settings.engine_host, settings.engine_port):
+        raise CommandError(
+            f"cannot serve on {settings.engine_host}:{settings.engine_port} (taken, or not an "
+            "address of this machine); choose another with --host/--port "
+            "(RUNSTREAM_ENGINE_HOST, RUNSTREAM_ENGINE_PORT)"
+        )
     if "outbox_dir" not in publisher_settings.model_fields_set:
         publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
@@ -54,8 +64,6 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
         ready_checks=[outbox_ready],
         max_queue=settings.max_queue,
     )
-    for task_id in engine.interrupted:
-        log.warning("task %s was interrupted by the last shutdown", task_id)
     app = create_app(
         engine,
         TokenGuard(token, settings.open_reads),
@@ -64,23 +72,42 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     )
     engine.start()
     log.info(
-        "engine on %s:%s publishing to %s",
-        host or settings.engine_host,
-        port or settings.engine_port,
+        "engine on %s:%s publishing to %s", settings.engine_host, settings.engine_port,
         publisher.topic,
-    )
+    )  # fmt: skip
+    # uvicorn re-raises the signal it stopped on once it has shut down; with the default
+    # SIGTERM handler that would end the process before the engine closes its runs below.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
             app,
-            host=host or settings.engine_host,
-            port=port if port is not None else settings.engine_port,
+            host=settings.engine_host,
+            port=settings.engine_port,
             log_level="warning",
             timeout_graceful_shutdown=3,  # live event streams never end by themselves
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         engine.close()
         left = publisher.close(30)
         engine.store.close()
         if left:
             log.warning("%d documents left in the outbox for the next start", left)
     return 0
+
+
+def _exit_cleanly(signum: int, _frame: object) -> None:
+    """SIGTERM outside uvicorn's own handling: leave through the engine's shutdown, exit 0."""
+    raise SystemExit(0)
+
+
+def _can_bind(host: str, port: int) -> bool:
+    """The HTTP server will be able to listen there (checked before anything starts)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError:
+        return False
+    return True

@@ -40,7 +40,9 @@ class EngineProcess:
             "RUNSTREAM_KAFKA_BOOTSTRAP": bootstrap,
             "RUNSTREAM_TOPIC": topic,
             "RUNSTREAM_PARTITIONS": "2",
-            "RUNSTREAM_DEVICE_MODULES": json.dumps([str(home / "devices.py")]),
+            "RUNSTREAM_DEVICE_MODULES": json.dumps(
+                ["runstream.producer.plans", str(home / "devices.py")]
+            ),
         }
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,7 +69,13 @@ class EngineProcess:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
+            assert self.proc.wait(60) == 0, self.log.read_text()  # a clean shutdown
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut or an OOM kill."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
 
     def wait(self, task_id: str, states: tuple[str, ...], timeout: float = 60) -> dict:
         return wait_for_task(lambda path: httpx.get(f"{self.url}{path}").json(), task_id,
@@ -155,6 +163,34 @@ def test_abort_inner_run_then_queue_survives_restart(engine, kafka_bootstrap) ->
     assert httpx.post(f"{engine.url}/queue/start", headers=AUTH).status_code == 200
     done = engine.wait(waiting, ("completed", "failed"))
     assert done["state"] == "completed" and len(done["runs"]) == 1
+
+
+def test_killed_engine_restarts_with_the_queue_stopped(engine, kafka_bootstrap) -> None:
+    running = engine.submit("nested_runs", npts=6)
+    waiting = engine.submit("count", detectors=["det"], num=2)
+    deadline = time.monotonic() + 30
+    while len(engine.wait(running, ("running",))["runs"]) < 2:  # inside the inner run
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    run_uids = {r["uid"] for r in engine.wait(running, ("running",))["runs"]}
+    engine.kill()
+    engine.start()
+
+    queue = httpx.get(f"{engine.url}/queue").json()
+    assert queue["running"] is False
+    assert [t["task_id"] for t in queue["tasks"]] == [waiting]
+    interrupted = httpx.get(f"{engine.url}/tasks/{running}").json()
+    assert interrupted["state"] == "interrupted"
+    assert {r["exit_status"] for r in interrupted["runs"]} == {"abort"}
+    docs = documents(kafka_bootstrap, engine.env["RUNSTREAM_TOPIC"], stops=2)
+    stops = {d["run_start"]: d for n, d in docs if n == "stop"}
+    assert set(stops) == run_uids  # the outbox recovery closed both runs
+    assert all(d["exit_status"] == "abort" and "restart" in d["reason"] for d in stops.values())
+    assert httpx.get(f"{engine.url}/status").json()["re_state"] == "idle"
+    assert engine.wait(waiting, ("queued",))["state"] == "queued"
+
+    assert httpx.post(f"{engine.url}/queue/start", headers=AUTH).status_code == 200
+    assert engine.wait(waiting, ("completed", "failed"))["state"] == "completed"
 
 
 def test_client_commands(engine) -> None:

@@ -116,7 +116,6 @@ def test_abort_while_paused_stops_queue(service) -> None:
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
-        ({"plan": "no_such_plan"}, "unknown plan"),
         ({"plan": "count", "args": [["nope"]]}, "unknown device 'nope'"),
         ({"plan": "count", "args": [["det"]], "kwargs": {"num": "many"}}, "'num'"),
         ({"plan": "count", "args": [["det"]], "kwargs": {"bogus": 1}}, "bogus"),
@@ -147,6 +146,11 @@ def test_token_body_limit_and_unknowns(service) -> None:
     assert reply.status_code == 413 and "bytes" in reply.text
     assert client.post("/tasks", content=b"{not json", headers=AUTH).status_code == 422
     assert client.get("/tasks/nope").status_code == 404
+    unknown = client.post("/tasks", json={"plan": "no_such_plan"}, headers=AUTH)
+    assert unknown.status_code == 404 and "unknown plan" in unknown.text
+    wrong_method = client.put("/tasks/nope", headers=AUTH)
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "DELETE, GET"  # every route at the path, not one
     assert client.delete("/tasks/nope", headers=AUTH).status_code == 404
     assert client.post("/control/explode", headers=AUTH).status_code == 422
     assert client.post("/control/abort", headers=AUTH).status_code == 409  # idle
@@ -219,3 +223,18 @@ def test_stop_and_halt_while_running(service, action, state, exit_status) -> Non
     assert task["state"] == state
     assert task["exit_status"] == exit_status
     assert client.get("/status").json()["re_state"] == "idle"
+
+
+def test_a_full_queue_answers_409(tmp_path: Path, registry: PlanRegistry) -> None:
+    engine = Engine(TaskStore(tmp_path / "tasks.db"), registry, max_queue=1)
+    engine.set_queue_running(False)
+    app = create_app(engine, TokenGuard(TOKEN, open_reads=True))
+    body = {"plan": "count", "args": [["det"]]}
+    try:
+        with TestClient(app) as client:
+            assert client.post("/tasks", json=body, headers=AUTH).status_code == 201
+            full = client.post("/tasks", json=body, headers=AUTH)
+            assert full.status_code == 409 and "queue is full" in full.text
+            assert len(client.get("/queue").json()["tasks"]) == 1
+    finally:
+        engine.store.close()

@@ -50,3 +50,14 @@ def test_a_consumer_importing_the_producer_breaks_the_rule(tmp_path: Path) -> No
     result = lint_imports(tree)
     assert result.returncode != 0
     assert "runstream.consumers.sneaky" in result.stdout
+
+
+def test_production_code_importing_demo_plans_or_ophyd_sim_breaks_the_rule(tmp_path: Path) -> None:
+    tree = lay_out_as_installed(tmp_path)
+    engine = tree / "runstream" / "producer" / "engine"
+    (engine / "eager_demo.py").write_text("from .. import plans\n")
+    (engine / "eager_sim.py").write_text("def devices():\n    from ophyd.sim import det\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "runstream.producer.engine.eager_demo -> runstream.producer.plans" in result.stdout
+    assert "runstream.producer.engine.eager_sim -> ophyd.sim" in result.stdout
