@@ -21,6 +21,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from runstream import schemas
+from runstream.schemas.kafka import admin_config
 
 from .config import ConsumerSettings
 from .deadletter import DeadLetters
@@ -33,7 +34,6 @@ from .watermark import PartitionWatermark
 log = logging.getLogger(__name__)
 
 TopicPart = tuple[str, int]
-_ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
 
 
 class Runtime:
@@ -52,10 +52,11 @@ class Runtime:
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
-        extras = settings.kafka_extras()
-        kafka_logger = logging.getLogger(f"{__name__}.librdkafka")
+        client = {
+            **settings.kafka.client_config(),  # raises KafkaConfigError (a ValueError)
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        }
         self._conf = {
-            "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -64,14 +65,13 @@ class Runtime:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 4),
             "isolation.level": "read_committed",
-            "logger": kafka_logger,
-            **extras,
+            **client,
         }
-        common = {k: v for k, v in extras.items() if k.startswith(_ADMIN_PREFIXES)}
-        base = {"bootstrap.servers": settings.kafka_bootstrap, "logger": kafka_logger, **common}
         try:
             self.consumer = Consumer(self._conf)
-            self.dead_letters = DeadLetters(base, base)
+            self.dead_letters = DeadLetters(
+                admin_config(client), settings.kafka.replication.wanted()
+            )
         except (KafkaException, ValueError, TypeError) as exc:
             raise ValueError(f"invalid Kafka setting: {exc}") from None
         self.health: HealthServer | None = None
@@ -101,7 +101,7 @@ class Runtime:
         self.consumer.subscribe(subscription, on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._lost)  # fmt: skip
         log.info("consuming %s in group %s from %s", ", ".join(subscription), s.group,
-                 s.kafka_bootstrap)  # fmt: skip
+                 s.kafka.bootstrap)  # fmt: skip
         next_tick = next_commit = next_idle = next_lag = 0.0
         try:
             while not self._stop.is_set():

@@ -14,7 +14,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     import uvicorn
     from runstream.schemas import CommandError
 
-    from .. import KafkaPublisher, OutboxError, PublisherConfigError, PublisherSettings, lineage
+    from .. import KafkaPublisher, OutboxError, PublisherConfigError, lineage
     from .app import create_app
     from .auth import TokenGuard
     from .config import EngineSettings, EngineSettingsError
@@ -25,11 +25,8 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     try:
         settings = EngineSettings()
         token = settings.token()
-        publisher_settings = PublisherSettings()
     except (ValidationError, EngineSettingsError) as exc:
         raise CommandError(f"bad engine settings: {exc}") from None
-    if "outbox_dir" not in publisher_settings.model_fields_set:
-        publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
         registry = PlanRegistry.default(
             settings.plan_modules,
@@ -37,7 +34,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
             settings.allowed_plans or None,
             settings.files_dir,
         )
-        publisher = KafkaPublisher.from_settings(publisher_settings)
+        publisher = KafkaPublisher.from_settings(settings.publisher)
     except (RequestError, PublisherConfigError, OutboxError) as exc:
         raise CommandError(str(exc)) from None
 

@@ -25,6 +25,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from event_model import RunRouter
 from runstream.consumers import ConsumerSettings, Runtime
+from runstream.schemas.kafka import KafkaSettings
 
 from runstream import schemas
 
@@ -99,8 +100,9 @@ class Clock:
 def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     clock = Clock(runs)
 
-    settings = ConsumerSettings(kafka_bootstrap=bootstrap, topics=[topic], from_beginning=True,
-                                group=f"bench-{uuid.uuid4().hex}", batch_size=2000)  # fmt: skip
+    settings = ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
+                                from_beginning=True, group=f"bench-{uuid.uuid4().hex}",
+                                batch_size=2000)  # fmt: skip
     runtime = Runtime(settings, [clock.factory])
     thread = threading.Thread(target=runtime.run)
     thread.start()
