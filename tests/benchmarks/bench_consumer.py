@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -143,7 +145,8 @@ def member(bootstrap: str, topic: str, group: str) -> None:
     runtime = Runtime(settings, [factory])
     run_until_signalled(runtime)
     assert runtime.metrics.dead_letters._metrics == {}, "the backlog must be clean"
-    print(json.dumps(seen), flush=True)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({**seen, "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
 def _caught_up(bootstrap: str, topic: str, group: str, partitions: int) -> bool:
@@ -159,8 +162,9 @@ def _caught_up(bootstrap: str, topic: str, group: str, partitions: int) -> bool:
 
 
 def group_of(bootstrap: str, topic: str, members: int, partitions: int, runs: int,
-             total: int) -> float:  # fmt: skip
-    """Documents/s of a new group of ``members`` processes replaying the whole topic."""
+             total: int) -> tuple[float, float]:  # fmt: skip
+    """Documents/s of a new group of ``members`` processes replaying the whole topic, and
+    documents per CPU-second the members used (start-up included)."""
     group = f"bench-{members}-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, str(Path(__file__).resolve()), "--bootstrap", bootstrap,
                "--member-of", group, "--topic", topic]  # fmt: skip
@@ -180,14 +184,16 @@ def group_of(bootstrap: str, topic: str, members: int, partitions: int, runs: in
     assert stops == runs, f"{stops} stops for {runs} runs"
     first = min(f["first"] for f in figures if f["first"])
     last = max(f["last"] for f in figures)
-    return total / (last - first)
+    return total / (last - first), total / sum(f["cpu_s"] for f in figures)
 
 
 def scale_out(args: argparse.Namespace) -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
     total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run, args.partitions)
-    rates = {n: group_of(args.bootstrap, topic, n, args.partitions, args.runs, total)
-             for n in args.members}  # fmt: skip
+    load = os.getloadavg()[0]
+    measured = {n: group_of(args.bootstrap, topic, n, args.partitions, args.runs, total)
+                for n in args.members}  # fmt: skip
+    rates = {n: m[0] for n, m in measured.items()}
     AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([topic])
     baseline = args.members[0]
     print(json.dumps({
@@ -198,6 +204,9 @@ def scale_out(args: argparse.Namespace) -> None:
         "docs_per_s": {str(n): round(r) for n, r in rates.items()},
         "baseline": f"{baseline} member(s), same backlog, same run",
         "speedup": {str(n): round(r / rates[baseline], 2) for n, r in rates.items()},
+        "docs_per_cpu_s": {str(n): round(m[1]) for n, m in measured.items()},
+        "cores": os.cpu_count(),
+        "load_average_before": round(load, 1),
     }))  # fmt: skip
 
 
