@@ -32,11 +32,11 @@ import msgpack
 import msgpack_numpy
 from bluesky_kafka import RemoteDispatcher
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from event_model import RunRouter
 from runstream.consumers import ConsumerSettings, Runtime
 from runstream.consumers.cli import run_until_signalled
-from runstream.schemas.kafka import KafkaSettings
+from runstream.schemas.kafka import KafkaSettings, TopicSpec, ensure_topic
 
 from runstream import schemas
 
@@ -64,7 +64,7 @@ def prepublish(
     bootstrap: str, topic: str, runs: int, docs_per_run: int, partitions: int = 1
 ) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
+    ensure_topic(admin, TopicSpec(topic, partitions), timeout=30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4",
                          "partitioner": "murmur2_random", "queue.buffering.max.messages": 500_000,
                          "batch.size": 1_000_000})  # fmt: skip
