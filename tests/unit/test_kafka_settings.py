@@ -107,3 +107,9 @@ def test_admin_clients_get_only_what_they_take() -> None:
     assert admin_config(conf) == {"bootstrap.servers": "x", "sasl.username": "u",
                                   "ssl.ca.location": "/ca", "security.protocol": "SSL",
                                   "logger": logger}  # fmt: skip
+
+
+@pytest.mark.parametrize("setting", [{"acks": "1"}, {"enable.idempotence": False}])
+def test_the_publisher_keeps_acks_all_and_idempotence(tmp_path: Path, setting: dict) -> None:
+    with pytest.raises(PublisherConfigError, match="breaks delivery"):
+        KafkaPublisher("t", "127.0.0.1:1", tmp_path, **setting)
