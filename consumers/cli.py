@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 from runstream.schemas.errors import CommandError, settings_problem
+from runstream.schemas.kafka import KafkaSettings
 
 from .config import ConsumerSettings
 from .runtime import Runtime
@@ -68,6 +69,8 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
     fields = ConsumerSettings.model_fields
     overrides = {k: v for k, v in vars(args).items() if k in fields}
     try:
+        if getattr(args, "kafka_bootstrap", None):
+            overrides["kafka"] = KafkaSettings(bootstrap=args.kafka_bootstrap)
         return ConsumerSettings(**overrides)
     except ValidationError as exc:
         raise UsageError(f"bad consumer settings: {settings_problem(exc)}") from None

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from runstream.schemas.kafka import KafkaSettings
 
 from runstream import schemas
 
@@ -15,7 +12,7 @@ from runstream import schemas
 class ConsumerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: list[str] = Field(default_factory=lambda: [schemas.document_topic("runstream")])
     topic_pattern: str | None = Field(None, description="Regex of topics to follow instead")
     group: str = "runstream"
@@ -33,17 +30,3 @@ class ConsumerSettings(BaseSettings):
     session_timeout_ms: int = Field(10_000, ge=1000)
     http_host: str = "127.0.0.1"
     http_port: int = Field(0, ge=0, le=65535, description="Health and metrics port; 0 = off")
-    kafka_config_file: Path | None = Field(
-        None, description="JSON object of extra librdkafka settings (SASL/SSL credentials)."
-    )
-
-    def kafka_extras(self) -> dict[str, Any]:
-        if self.kafka_config_file is None:
-            return {}
-        try:
-            extra = json.loads(self.kafka_config_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read {self.kafka_config_file}: {exc}") from None
-        if not isinstance(extra, dict):
-            raise ValueError(f"{self.kafka_config_file} must hold a JSON object")
-        return extra

@@ -11,8 +11,9 @@ import logging
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from runstream.schemas.headers import DLQ_REASON, DLQ_SOURCE
+from runstream.schemas.kafka import Replication, TopicSpec, ensure_topic
 
 from runstream import schemas
 
@@ -20,10 +21,13 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetters:
-    def __init__(self, conf: dict[str, Any], admin_conf: dict[str, Any]) -> None:
+    """An idempotent producer to ``<topic>.dlq``, made when missing with ``replication``."""
+
+    def __init__(self, conf: dict[str, Any], replication: Replication) -> None:
         self._producer = Producer({**conf, "enable.idempotence": True, "acks": "all",
                                    "linger.ms": 20})  # fmt: skip
-        self._admin_conf = admin_conf
+        self._admin_conf = conf
+        self._replication = replication
         self._known: set[str] = set()
         self.pending = 0
         self.failed = 0
@@ -31,15 +35,12 @@ class DeadLetters:
     def _ensure(self, topic: str) -> None:
         if topic in self._known:
             return
-        admin = AdminClient(self._admin_conf)
+        spec = TopicSpec(topic, 1, self._replication)
         try:
-            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=-1)])[
-                topic
-            ].result(15)
-            log.info("created dead-letter topic %s", topic)
+            ensure_topic(AdminClient(self._admin_conf), spec, timeout=15)
         except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                log.warning("could not create dead-letter topic %s: %s", topic, exc)
+            log.warning("could not make the dead-letter topic %s (%s); producing to it anyway",
+                        topic, exc.args[0].str())  # fmt: skip
         self._known.add(topic)
 
     def send(self, msg: Message, reason: str) -> None:

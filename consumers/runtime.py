@@ -5,7 +5,8 @@ to their run's callbacks (see `router.Router`), and offsets are committed behind
 the start of every run still open in a partition (see `watermark`), so a run
 whose consumer dies is replayed from its start by the next owner. Rebalancing
 is cooperative; a revoked partition's runs are abandoned (their callbacks told)
-after committing what is safe. Bad messages go to ``<topic>.dlq``.
+after committing what is safe. Bad messages go to ``<topic>.dlq``. Messages
+without our ``v`` header, as bluesky-kafka writes them, are read too (`legacy`).
 
 Callbacks may have ``tick()`` and ``abandon(reason)`` hooks (`protocols`).
 """
@@ -19,12 +20,14 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from runstream.schemas.kafka import admin_config
 
 from runstream import schemas
 
 from .config import ConsumerSettings
 from .deadletter import DeadLetters
 from .health import HealthServer
+from .legacy import LegacyRuns
 from .metrics import ConsumerMetrics
 from .protocols import Factory
 from .router import Router, RoutingError
@@ -33,7 +36,6 @@ from .watermark import PartitionWatermark
 log = logging.getLogger(__name__)
 
 TopicPart = tuple[str, int]
-_ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
 
 
 class Runtime:
@@ -49,13 +51,15 @@ class Runtime:
         self.metrics = ConsumerMetrics()
         self.router = Router(factories, self.metrics, time.monotonic)
         self.watermarks: dict[TopicPart, PartitionWatermark] = {}
+        self.legacy = LegacyRuns()
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
-        extras = settings.kafka_extras()
-        kafka_logger = logging.getLogger(f"{__name__}.librdkafka")
+        client = {
+            **settings.kafka.client_config(),  # raises KafkaConfigError (a ValueError)
+            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+        }
         self._conf = {
-            "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.group,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -64,14 +68,13 @@ class Runtime:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 4),
             "isolation.level": "read_committed",
-            "logger": kafka_logger,
-            **extras,
+            **client,
         }
-        common = {k: v for k, v in extras.items() if k.startswith(_ADMIN_PREFIXES)}
-        base = {"bootstrap.servers": settings.kafka_bootstrap, "logger": kafka_logger, **common}
         try:
             self.consumer = Consumer(self._conf)
-            self.dead_letters = DeadLetters(base, base)
+            self.dead_letters = DeadLetters(
+                admin_config(client), settings.kafka.replication.wanted()
+            )
         except (KafkaException, ValueError, TypeError) as exc:
             raise ValueError(f"invalid Kafka setting: {exc}") from None
         self.health: HealthServer | None = None
@@ -101,7 +104,7 @@ class Runtime:
         self.consumer.subscribe(subscription, on_assign=self._assigned,
                                 on_revoke=self._revoked, on_lost=self._lost)  # fmt: skip
         log.info("consuming %s in group %s from %s", ", ".join(subscription), s.group,
-                 s.kafka_bootstrap)  # fmt: skip
+                 s.kafka.bootstrap)  # fmt: skip
         next_tick = next_commit = next_idle = next_lag = 0.0
         try:
             while not self._stop.is_set():
@@ -154,24 +157,32 @@ class Runtime:
             return
         offset = msg.offset()
         try:
-            headers = schemas.Headers.from_kafka(msg.headers())
-            key = msg.key()
-            if key is None or key.decode(errors="replace") != headers.run:
-                raise RoutingError(f"key {key!r} is not the run header {headers.run!r}")
-            name, doc = schemas.decode(msg.value())
-            if name != headers.doc:
-                raise RoutingError(f"value holds a {name}, the doc header says {headers.doc}")
-            if self.settings.validate_documents:
-                schemas.validate(name, doc)
-            if self.router.route(tp, headers.run, headers.seq, name, doc) and name == "start":
-                watermark.run_opened(headers.run, offset)
+            run, seq, name, doc = self._read(tp, msg)
+            if self.router.route(tp, run, seq, name, doc) and name == "start":
+                watermark.run_opened(run, offset)
             if name == "stop":
-                watermark.run_closed(headers.run)
+                watermark.run_closed(run, offset)
         except (schemas.ContractError, RoutingError) as exc:
             self._dead_letter(msg, exc)
         except KeyError as exc:  # a valid document missing a field routing needs
             self._dead_letter(msg, RoutingError(f"missing field {exc}"))
         watermark.processed(offset)
+
+    def _read(self, tp: TopicPart, msg: Message) -> tuple[str, int, str, dict[str, Any]]:
+        """``(run, seq, name, doc)`` of a checked message: ours, or a legacy one (`legacy`)."""
+        headers = schemas.Headers.from_kafka(msg.headers())
+        name, doc = schemas.decode(msg.value())
+        if headers is not None:
+            key = msg.key()
+            if key is None or key.decode(errors="replace") != headers.run:
+                raise RoutingError(f"key {key!r} is not the run header {headers.run!r}")
+            if name != headers.doc:
+                raise RoutingError(f"value holds a {name}, the doc header says {headers.doc}")
+        if self.settings.validate_documents:
+            schemas.validate(name, doc)
+        if headers is None:
+            return *self.legacy.identify(tp, name, doc), name, doc
+        return headers.run, headers.seq, name, doc
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         kind = type(exc).__name__
@@ -186,6 +197,7 @@ class Runtime:
         if run is None:
             return
         self.router.abandon(uid, reason)
+        self.legacy.forget_run(run.partition, uid)
         watermark = self.watermarks.get(run.partition)
         if watermark is not None:
             watermark.run_closed(uid)
@@ -255,6 +267,7 @@ class Runtime:
             for uid in self.router.runs_in(tp):
                 self.router.abandon(uid, reason, remember=False)
             self.watermarks.pop(tp, None)
+            self.legacy.forget_partition(tp)
             if tp in self._lag_reported:
                 self._lag_reported.discard(tp)
                 self.metrics.lag.remove(tp[0], str(tp[1]))

@@ -8,6 +8,7 @@ from typing import Literal
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from runstream.schemas.kafka import KafkaSettings
 
 from runstream import schemas
 
@@ -17,22 +18,18 @@ FsyncPolicy = Literal["always", "interval", "never"]
 class PublisherSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topic_prefix: str = "runstream"
     topic: str | None = Field(None, description="Full topic name; default <prefix>.bluesky...")
     outbox_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_state_dir("runstream")) / "outbox"
     )
     partitions: int = Field(6, ge=1)
-    replication_factor: int = Field(1, ge=1)
     max_message_bytes: int = Field(1_048_576, ge=4096)
     retention_ms: int | None = Field(None, ge=-1)
     fsync: FsyncPolicy = "interval"
     fsync_interval: float = Field(1.0, gt=0)
     max_outbox_bytes: int = Field(1 << 30, ge=1)
-    kafka_config_file: Path | None = Field(
-        None, description="JSON object of extra librdkafka settings (SASL/SSL credentials)."
-    )
 
     @property
     def resolved_topic(self) -> str:

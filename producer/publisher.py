@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from runstream.schemas.errors import RunstreamError
+from runstream.schemas.kafka import Replication, TopicSpec, admin_config, ensure_topic
 from runstream.schemas.topics import check_topic
 
 from runstream import schemas
@@ -45,7 +46,6 @@ FRESH_RECORDS = 100_000
 #: How often the acknowledged watermark is persisted (a crash re-sends at most this much).
 STATE_INTERVAL = 0.1
 _FORCED = {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"}
-_ADMIN_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "client.", "broker.")
 RESTART_REASON = "engine restarted: the run was still open in the publisher's outbox"
 
 
@@ -57,7 +57,10 @@ class KafkaPublisher:
     """Publish every run's documents to ``topic`` through an outbox in ``outbox_dir``.
 
     ``librdkafka`` takes extra client settings verbatim (SASL/SSL and the like),
-    e.g. ``KafkaPublisher(t, b, d, **{"security.protocol": "SASL_SSL"})``.
+    e.g. ``KafkaPublisher(t, b, d, **{"security.protocol": "SASL_SSL"})``. A missing
+    topic is made with ``replication_factor`` copies (default min(3, brokers)) and
+    ``min_insync_replicas`` (default replication - 1, at least 1); one that exists is
+    used as it is.
     """
 
     def __init__(
@@ -67,7 +70,8 @@ class KafkaPublisher:
         outbox_dir: str | os.PathLike[str],
         *,
         partitions: int = 6,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
+        min_insync_replicas: int | None = None,
         max_message_bytes: int = 1_048_576,
         retention_ms: int | None = None,
         fsync: FsyncPolicy = "interval",
@@ -82,10 +86,10 @@ class KafkaPublisher:
             raise PublisherConfigError(str(exc)) from None
         if partitions < 1:
             raise PublisherConfigError(f"partitions must be at least 1, not {partitions}")
-        if replication_factor < 1:
-            raise PublisherConfigError(
-                f"replication_factor must be at least 1, not {replication_factor}"
-            )
+        try:
+            self.replication = Replication(replication_factor, min_insync_replicas)
+        except ValueError as exc:
+            raise PublisherConfigError(str(exc)) from None
         if max_message_bytes < 4096:
             raise PublisherConfigError(
                 f"max_message_bytes {max_message_bytes} is too small (< 4096)"
@@ -98,7 +102,6 @@ class KafkaPublisher:
                     f"{key}={librdkafka[key]!r} breaks delivery: runstream needs {value}"
                 )
         self.partitions = partitions
-        self.replication_factor = replication_factor
         self.max_message_bytes = max_message_bytes
         self.retention_ms = retention_ms
         self.fsync = fsync
@@ -117,11 +120,7 @@ class KafkaPublisher:
             **_FORCED,
             "logger": logging.getLogger(f"{__name__}.librdkafka"),
         }
-        self._admin_conf = {
-            "bootstrap.servers": bootstrap_servers,
-            **{k: v for k, v in librdkafka.items() if k.startswith(_ADMIN_PREFIXES)},
-            "logger": logging.getLogger(f"{__name__}.librdkafka"),
-        }
+        self._admin_conf = admin_config(self._conf)
         self._producer = self._make_producer()
         self.outbox = Outbox(Path(outbox_dir))  # raises OutboxError when unusable
 
@@ -153,30 +152,25 @@ class KafkaPublisher:
 
     @classmethod
     def from_settings(cls, settings: PublisherSettings, **librdkafka: Any) -> KafkaPublisher:
-        import json
-
-        extra: dict[str, Any] = {}
-        if settings.kafka_config_file is not None:
-            try:
-                extra = json.loads(settings.kafka_config_file.read_text())
-            except (OSError, ValueError) as exc:
-                raise PublisherConfigError(
-                    f"cannot read {settings.kafka_config_file}: {exc}"
-                ) from None
-            if not isinstance(extra, dict):
-                raise PublisherConfigError(f"{settings.kafka_config_file} must hold a JSON object")
+        try:
+            client = settings.kafka.client_config()
+        except ValueError as exc:
+            raise PublisherConfigError(str(exc)) from None
+        bootstrap = client.pop("bootstrap.servers")
+        replication = settings.kafka.replication
         return cls(
             settings.resolved_topic,
-            settings.kafka_bootstrap,
+            bootstrap,
             settings.outbox_dir,
             partitions=settings.partitions,
-            replication_factor=settings.replication_factor,
+            replication_factor=replication.replication_factor,
+            min_insync_replicas=replication.min_insync_replicas,
             max_message_bytes=settings.max_message_bytes,
             retention_ms=settings.retention_ms,
             fsync=settings.fsync,
             fsync_interval=settings.fsync_interval,
             max_outbox_bytes=settings.max_outbox_bytes,
-            **{**extra, **librdkafka},
+            **{**client, **librdkafka},
         )
 
     def _make_producer(self) -> Producer:
@@ -396,20 +390,17 @@ class KafkaPublisher:
             self.metrics.over_bound.set(0)
 
     def _ensure_topic(self) -> bool:
-        admin = AdminClient(self._admin_conf)
         config = {"max.message.bytes": str(self.max_message_bytes)}
         if self.retention_ms is not None:
             config["retention.ms"] = str(self.retention_ms)
-        topic = NewTopic(self.topic, self.partitions, self.replication_factor, config=config)
+        spec = TopicSpec(self.topic, self.partitions, self.replication, config)
         try:
-            admin.create_topics([topic], request_timeout=5)[self.topic].result(timeout=10)
-            log.info("created topic %s (%d partitions)", self.topic, self.partitions)
+            ensure_topic(AdminClient(self._admin_conf), spec, timeout=5)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                log.warning("topic %s not ready (%s); the outbox holds documents meanwhile",
-                            self.topic, exc.args[0].str())  # fmt: skip
-                self.metrics.broker_up.set(0)
-                return False
+            log.warning("topic %s not ready (%s); the outbox holds documents meanwhile",
+                        self.topic, exc.args[0].str())  # fmt: skip
+            self.metrics.broker_up.set(0)
+            return False
         except Exception as exc:  # timeouts while the broker is away
             log.warning("broker unreachable (%s); the outbox holds documents meanwhile", exc)
             self.metrics.broker_up.set(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from runstream.schemas.errors import CommandError, settings_problem
+from runstream.schemas.kafka import KafkaSettings
 
 from .broker import LocalBroker
 from .settings import LocalSettings
@@ -48,9 +48,12 @@ def default_bootstrap(args: argparse.Namespace | None = None) -> str:
     explicit = getattr(args, "bootstrap", None) if args else None
     if explicit:
         return explicit
-    env = os.environ.get("RUNSTREAM_KAFKA_BOOTSTRAP")
-    if env:
-        return env
+    try:
+        kafka = KafkaSettings()
+    except ValidationError as exc:
+        raise CommandError(f"bad Kafka settings: {exc}") from None
+    if "bootstrap" in kafka.model_fields_set:
+        return kafka.bootstrap
     settings = LocalSettings()
     return LocalBroker(settings).status() or f"127.0.0.1:{settings.broker_port}"
 

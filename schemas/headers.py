@@ -39,8 +39,12 @@ class Headers:
         ]
 
     @classmethod
-    def from_kafka(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
-        """Parse and check a message's headers; anything missing or malformed raises."""
+    def from_kafka(cls, headers: Iterable[tuple[str, bytes | None]] | None) -> Headers | None:
+        """Parse and check a message's headers; anything missing or malformed raises.
+
+        None when there is no ``v`` header: a legacy message, as bluesky-kafka's
+        Publisher writes them (no headers at all), whose run the document names.
+        """
         doc = run = seq = version = None
         producer = ct = b""
         for key, value in headers or ():
@@ -56,9 +60,10 @@ class Headers:
                 producer = value or b""
             elif key == CONTENT:
                 ct = value or b""
-        if doc is None or run is None or seq is None or version is None:
-            missing = [k for k, v in ((DOC, doc), (RUN, run), (SEQ, seq), (VERSION, version))
-                       if v is None]  # fmt: skip
+        if version is None:
+            return None
+        if doc is None or run is None or seq is None:
+            missing = [k for k, v in ((DOC, doc), (RUN, run), (SEQ, seq)) if v is None]
             raise DecodeError(f"missing header(s): {', '.join(missing)}")
         try:
             header = cls(doc.decode(), run.decode(), int(seq), producer.decode(), int(version),

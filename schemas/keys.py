@@ -45,7 +45,11 @@ class RunIndex:
             return run
         if name == "stop":
             run = doc["run_start"]
-            for uid in self._children.pop(run, ()):
-                self._parent.pop(uid, None)
+            self.forget(run)
             return run
         return None
+
+    def forget(self, run: str) -> None:
+        """Drop what is kept for ``run`` (done at its stop; for a run given up, by hand)."""
+        for uid in self._children.pop(run, ()):
+            self._parent.pop(uid, None)

@@ -8,7 +8,8 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from runstream.schemas.kafka import Replication, TopicSpec, ensure_topic
 
 
 def free_port() -> int:
@@ -21,12 +22,15 @@ def unique_prefix(label: str = "t") -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> str:
+def create_topic(
+    bootstrap: str, name: str, partitions: int = 1, config: dict | None = None,
+    replication: Replication | None = None,
+) -> str:  # fmt: skip
+    """Make a topic as runstream would (default replication: min(3, brokers)), and wait
+    until every partition shows in the metadata."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
-    )
-    futures[name].result(timeout=30)
+    spec = TopicSpec(name, partitions, replication or Replication(), config or {})
+    ensure_topic(admin, spec, timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         meta = admin.list_topics(name, timeout=5).topics.get(name)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 import httpx
-from runstream.schemas.errors import CommandError
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from runstream.schemas.errors import CommandError, settings_problem
 
 from ..services import ConsumerService
 
 KEY_VARIABLE = "RUNSTREAM_TILED_API_KEY"
 
 
+class TiledWriterSettings(BaseSettings):
+    """Which Tiled server the writer writes to, and its key (``RUNSTREAM_TILED_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_TILED_", extra="ignore")
+
+    url: str | None = Field(None, description="Tiled server the writer writes to")
+    api_key: SecretStr | None = Field(None, description="its API key")
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tiled-url", default=os.environ.get("RUNSTREAM_TILED_URL"),
-                        help="Tiled server (RUNSTREAM_TILED_URL); API key from "
+    parser.add_argument("--tiled-url", help="Tiled server (RUNSTREAM_TILED_URL); API key from "
                         "RUNSTREAM_TILED_API_KEY")  # fmt: skip
     parser.add_argument("--catalog", default="raw", help="catalog container (default raw)")
     parser.add_argument("--batch-rows", type=int, default=10_000,
@@ -25,23 +34,27 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _factories(args: argparse.Namespace) -> list:
-    if not args.tiled_url:
+    try:
+        settings = TiledWriterSettings()
+    except ValidationError as exc:
+        raise ValueError(f"bad Tiled settings: {settings_problem(exc)}") from None
+    url = args.tiled_url or settings.url
+    if not url:
         raise ValueError("give --tiled-url or RUNSTREAM_TILED_URL")
     if args.batch_rows < 1 or args.max_latency <= 0:
         raise ValueError("--batch-rows and --max-latency must be positive")
     from .writer import tiled_factory  # Tiled's clients load in seconds: only when used
 
-    catalog = _connect(args.tiled_url, _api_key(args), args.catalog)
+    catalog = _connect(url, _api_key(args, url, settings), args.catalog)
     return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event)]
 
 
-def _api_key(args: argparse.Namespace) -> str | None:
+def _api_key(args: argparse.Namespace, url: str, settings: TiledWriterSettings) -> str | None:
     """RUNSTREAM_TILED_API_KEY, else the key of the local server when the URL is its own."""
-    key = os.environ.get("RUNSTREAM_TILED_API_KEY")
+    if settings.api_key:
+        return settings.api_key.get_secret_value()
     local_key = getattr(args, "local_tiled_key", None)
-    if not key and local_key is not None:
-        key = local_key(args.tiled_url)
-    return key
+    return local_key(url) if local_key is not None else None
 
 
 def _connect(url: str, api_key: str | None, catalog: str) -> object:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from typing import Any
 
+from .config import EngineClientSettings
+
 log = logging.getLogger(__name__)
-DEFAULT_URL = "http://127.0.0.1:8600"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     def client_parser(name: str, help: str) -> argparse.ArgumentParser:
         q = sub.add_parser(name, help=help)
-        q.add_argument("--url", default=os.environ.get("RUNSTREAM_ENGINE_URL", DEFAULT_URL))
+        q.add_argument("--url", help="the engine (RUNSTREAM_ENGINE_URL, default "
+                       "http://127.0.0.1:8600)")  # fmt: skip
         return q
 
     q = client_parser("submit", "queue a plan: runstream submit PLAN [--arg value ...]")
@@ -39,14 +40,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from pydantic import ValidationError
+    from runstream.schemas import CommandError
+
     from .client import EngineClient
 
-    token = os.environ.get("RUNSTREAM_API_TOKEN")
-    path = os.environ.get("RUNSTREAM_API_TOKEN_FILE")
-    if not token and path:
-        with open(path) as f:
-            token = f.read().strip()
-    return EngineClient(args.url, token)
+    try:
+        settings = EngineClientSettings()
+        token = settings.read_token()
+    except (ValidationError, ValueError) as exc:
+        raise CommandError(f"bad engine client settings: {exc}") from None
+    return EngineClient(args.url or settings.engine_url, token)
 
 
 def parse_params(params: list[str]) -> dict[str, Any]:

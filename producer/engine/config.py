@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from runstream.schemas.errors import RunstreamError
 
+from ..config import PublisherSettings
+
+DEFAULT_URL = "http://127.0.0.1:8600"
 #: The demo's plans (the seed's multi-run plans) and devices (`ophyd.sim`): served unless
 #: the plan and device module settings name others.
 DEMO_MODULES = ("runstream.producer.plans",)
@@ -18,14 +21,41 @@ class EngineSettingsError(RunstreamError, ValueError):
     """A setting the engine cannot start with."""
 
 
-class EngineSettings(BaseSettings):
-    """HTTP binding, credentials, plans and where the state lives.
-
-    Kafka (bootstrap, topic, outbox) is configured as for the publisher
-    (`producer.PublisherSettings`); the outbox defaults to ``<home>/engine/outbox``.
-    """
+class TokenSettings(BaseSettings):
+    """The engine's bearer token, from a variable or a file (the engine and its clients)."""
 
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
+
+    api_token: SecretStr | None = Field(None, description="Bearer token for state changes.")
+    api_token_file: Path | None = Field(None, description="File holding the bearer token.")
+
+    def read_token(self) -> str | None:
+        """The token from the variable, else from the file; None when neither is set."""
+        if self.api_token is not None and self.api_token.get_secret_value():
+            return self.api_token.get_secret_value()
+        if self.api_token_file is None:
+            return None
+        try:
+            value = self.api_token_file.read_text().strip()
+        except OSError as exc:
+            raise EngineSettingsError(f"cannot read the API token file: {exc}") from None
+        if not value:
+            raise EngineSettingsError(f"the API token file {self.api_token_file} is empty")
+        return value
+
+
+class EngineClientSettings(TokenSettings):
+    """What ``runstream submit``, ``tasks``, ``pause``... talk to."""
+
+    engine_url: str = DEFAULT_URL
+
+
+class EngineSettings(TokenSettings):
+    """HTTP binding, credentials, plans, where the state lives, and the publisher.
+
+    The publisher's settings (Kafka, topic, outbox) are composed in; the outbox
+    defaults to ``<home>/engine/outbox``.
+    """
 
     home: Path = Field(
         default_factory=lambda: Path(platformdirs.user_state_dir("runstream")),
@@ -33,8 +63,6 @@ class EngineSettings(BaseSettings):
     )
     engine_host: str = "127.0.0.1"
     engine_port: int = Field(8600, ge=0, le=65535)
-    api_token: SecretStr | None = Field(None, description="Bearer token for state changes.")
-    api_token_file: Path | None = Field(None, description="File holding the bearer token.")
     open_reads: bool = Field(True, description="Allow reads (GET) without the token.")
     allowed_plans: list[str] = Field(
         default_factory=list, description="Plan allow-list; empty allows every registered plan."
@@ -55,6 +83,13 @@ class EngineSettings(BaseSettings):
         description="Where ophyd.sim's file-backed detectors write (default <home>/files); "
         "the Tiled server must be allowed to read it.",
     )
+    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+
+    @model_validator(mode="after")
+    def _outbox_under_home(self) -> EngineSettings:
+        if "outbox_dir" not in self.publisher.model_fields_set:
+            self.publisher.outbox_dir = self.state_dir / "outbox"
+        return self
 
     @property
     def files_dir(self) -> Path:
@@ -70,16 +105,9 @@ class EngineSettings(BaseSettings):
 
     def token(self) -> str:
         """The bearer token, from the variable or the file; the engine refuses to run without."""
-        if self.api_token is not None and self.api_token.get_secret_value():
-            return self.api_token.get_secret_value()
-        if self.api_token_file is not None:
-            try:
-                value = self.api_token_file.read_text().strip()
-            except OSError as exc:
-                raise EngineSettingsError(f"cannot read the API token file: {exc}") from None
-            if value:
-                return value
-            raise EngineSettingsError(f"the API token file {self.api_token_file} is empty")
+        value = self.read_token()
+        if value is not None:
+            return value
         raise EngineSettingsError(
             "no API token: set RUNSTREAM_API_TOKEN or RUNSTREAM_API_TOKEN_FILE"
         )

@@ -17,7 +17,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     from runstream.schemas import CommandError
     from runstream.schemas.errors import settings_problem
 
-    from .. import KafkaPublisher, OutboxError, PublisherConfigError, PublisherSettings, lineage
+    from .. import KafkaPublisher, OutboxError, PublisherConfigError, lineage
     from .app import create_app
     from .auth import TokenGuard
     from .config import EngineSettings, EngineSettingsError
@@ -29,7 +29,6 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     try:
         settings = EngineSettings(**{k: v for k, v in given.items() if v is not None})
         token = settings.token()
-        publisher_settings = PublisherSettings()
     except (ValidationError, EngineSettingsError) as exc:
         raise CommandError(f"bad engine settings: {settings_problem(exc)}") from None
     if not _can_bind(settings.engine_host, settings.engine_port):
@@ -38,8 +37,6 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
             "address of this machine); choose another with --host/--port "
             "(RUNSTREAM_ENGINE_HOST, RUNSTREAM_ENGINE_PORT)"
         )
-    if "outbox_dir" not in publisher_settings.model_fields_set:
-        publisher_settings.outbox_dir = settings.state_dir / "outbox"
     try:
         registry = PlanRegistry.default(
             settings.plan_modules,
@@ -47,7 +44,7 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
             settings.allowed_plans or None,
             settings.files_dir,
         )
-        publisher = KafkaPublisher.from_settings(publisher_settings)
+        publisher = KafkaPublisher.from_settings(settings.publisher)
     except (RequestError, PublisherConfigError, OutboxError) as exc:
         raise CommandError(str(exc)) from None
 

@@ -7,6 +7,11 @@ RunRouter callbacks, and by bluesky-kafka's RemoteDispatcher + event-model's
 RunRouter with the same factory, on the same topic.
 
 Run: python tests/benchmarks/bench_consumer.py [--bootstrap B] [--runs 1000]  -> one JSON line.
+
+Scaling out: ``--members 1 2`` replays one backlog (over ``--partitions``, default 6)
+once per count, each time with a new group of that many ``runstream``-runtime
+processes; the figure is the group's documents/s from its first document to its
+last stop, and the baseline is the first count, measured in the same run.
 """
 
 from __future__ import annotations
@@ -14,17 +19,24 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
+import resource
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import msgpack
 import msgpack_numpy
 from bluesky_kafka import RemoteDispatcher
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from event_model import RunRouter
 from runstream.consumers import ConsumerSettings, Runtime
+from runstream.consumers.cli import run_until_signalled
+from runstream.schemas.kafka import KafkaSettings, TopicSpec, ensure_topic
 
 from runstream import schemas
 
@@ -48,9 +60,11 @@ def run_documents(events: int) -> list[tuple[str, dict]]:
     return docs
 
 
-def prepublish(bootstrap: str, topic: str, runs: int, docs_per_run: int) -> int:
+def prepublish(
+    bootstrap: str, topic: str, runs: int, docs_per_run: int, partitions: int = 1
+) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    ensure_topic(admin, TopicSpec(topic, partitions), timeout=30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4",
                          "partitioner": "murmur2_random", "queue.buffering.max.messages": 500_000,
                          "batch.size": 1_000_000})  # fmt: skip
@@ -99,8 +113,9 @@ class Clock:
 def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     clock = Clock(runs)
 
-    settings = ConsumerSettings(kafka_bootstrap=bootstrap, topics=[topic], from_beginning=True,
-                                group=f"bench-{uuid.uuid4().hex}", batch_size=2000)  # fmt: skip
+    settings = ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
+                                from_beginning=True, group=f"bench-{uuid.uuid4().hex}",
+                                batch_size=2000)  # fmt: skip
     runtime = Runtime(settings, [clock.factory])
     thread = threading.Thread(target=runtime.run)
     thread.start()
@@ -109,6 +124,90 @@ def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     thread.join()
     assert runtime.metrics.dead_letters._metrics == {}, "the backlog must be clean"
     return clock.rate(total)
+
+
+def member(bootstrap: str, topic: str, group: str) -> None:
+    """One member of a replaying group, until SIGTERM; then its figures as one JSON line."""
+    seen = {"first": 0.0, "last": 0.0, "stops": 0}
+
+    def factory(name: str, start: dict) -> tuple[list, list]:
+        seen["first"] = seen["first"] or time.time()
+        return [stop_clock], []
+
+    def stop_clock(name: str, doc: dict) -> None:
+        if name == "stop":
+            seen["stops"] += 1
+            seen["last"] = time.time()
+
+    settings = ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
+                                from_beginning=True, group=group, batch_size=2000,
+                                commit_interval=0.5)  # fmt: skip
+    runtime = Runtime(settings, [factory])
+    run_until_signalled(runtime)
+    assert runtime.metrics.dead_letters._metrics == {}, "the backlog must be clean"
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({**seen, "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+
+
+def _caught_up(bootstrap: str, topic: str, group: str, partitions: int) -> bool:
+    """Every partition's committed offset at its end: every run closed and committed."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = consumer.committed(parts, timeout=10)
+        ends = [consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts]
+        return all(c.offset == end for c, end in zip(committed, ends, strict=True))
+    finally:
+        consumer.close()
+
+
+def group_of(bootstrap: str, topic: str, members: int, partitions: int, runs: int,
+             total: int) -> tuple[float, float]:  # fmt: skip
+    """Documents/s of a new group of ``members`` processes replaying the whole topic, and
+    documents per CPU-second the members used (start-up included)."""
+    group = f"bench-{members}-{uuid.uuid4().hex[:8]}"
+    command = [sys.executable, str(Path(__file__).resolve()), "--bootstrap", bootstrap,
+               "--member-of", group, "--topic", topic]  # fmt: skip
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(members)]
+    try:
+        deadline = time.monotonic() + 1200
+        while not _caught_up(bootstrap, topic, group, partitions):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"the group of {members} did not catch up")
+            time.sleep(0.5)
+    finally:
+        for proc in procs:
+            proc.terminate()
+    figures = [json.loads(proc.communicate(timeout=60)[0].strip().splitlines()[-1])
+               for proc in procs]  # fmt: skip
+    stops = sum(f["stops"] for f in figures)
+    assert stops == runs, f"{stops} stops for {runs} runs"
+    first = min(f["first"] for f in figures if f["first"])
+    last = max(f["last"] for f in figures)
+    return total / (last - first), total / sum(f["cpu_s"] for f in figures)
+
+
+def scale_out(args: argparse.Namespace) -> None:
+    topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
+    total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run, args.partitions)
+    load = os.getloadavg()[0]
+    measured = {n: group_of(args.bootstrap, topic, n, args.partitions, args.runs, total)
+                for n in args.members}  # fmt: skip
+    rates = {n: m[0] for n, m in measured.items()}
+    AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([topic])
+    baseline = args.members[0]
+    print(json.dumps({
+        "benchmark": "consumer_group_replay",
+        "documents": total,
+        "runs": args.runs,
+        "partitions": args.partitions,
+        "docs_per_s": {str(n): round(r) for n, r in rates.items()},
+        "baseline": f"{baseline} member(s), same backlog, same run",
+        "speedup": {str(n): round(r / rates[baseline], 2) for n, r in rates.items()},
+        "docs_per_cpu_s": {str(n): round(m[1]) for n, m in measured.items()},
+        "cores": os.cpu_count(),
+        "load_average_before": round(load, 1),
+    }))  # fmt: skip
 
 
 def anchor(bootstrap: str, topic: str, runs: int, docs_per_run: int) -> float:
@@ -130,7 +229,23 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--docs-per-run", type=int, default=1000)
     parser.add_argument("--anchor-runs", type=int, default=200)
+    parser.add_argument(
+        "--members",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="replay with groups of N processes instead (e.g. --members 1 2)",
+    )
+    parser.add_argument("--partitions", type=int, default=6, help="with --members")
+    parser.add_argument("--member-of", help=argparse.SUPPRESS)  # a member process: its group
+    parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.member_of:
+        member(args.bootstrap, args.topic, args.member_of)
+        return
+    if args.members:
+        scale_out(args)
+        return
     topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
     began = time.perf_counter()
     total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run)

@@ -28,9 +28,10 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from bluesky_kafka import Publisher
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from ophyd.sim import det
 from runstream.producer import KafkaPublisher
+from runstream.schemas.kafka import TopicSpec, ensure_topic
 
 from runstream import schemas
 
@@ -111,7 +112,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
         admin = AdminClient({"bootstrap.servers": args.bootstrap})
-        admin.create_topics([NewTopic(topic + ".anchor", 1, 1)])[topic + ".anchor"].result(30)
+        ensure_topic(admin, TopicSpec(topic + ".anchor", 1), timeout=30)
         anchor = Publisher(
             topic=topic + ".anchor", bootstrap_servers=args.bootstrap, key=str(uuid.uuid4()),
             serializer=functools.partial(msgpack.dumps, default=msgpack_numpy.encode),

@@ -35,6 +35,7 @@ from runstream.consumers.metrics import ConsumerMetrics
 from runstream.consumers.router import Router
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.producer import KafkaPublisher
+from runstream.schemas.kafka import KafkaSettings
 from tiled.client import from_uri
 
 from runstream.settings import LocalSettings
@@ -133,7 +134,7 @@ def live(catalog_name: str, url: str, key: str, events: int, writer: str, bootst
         publisher = KafkaPublisher(topic, bootstrap, tmp / topic, partitions=1)
         publisher.wait_for_topic(30)
         catalog = connect_catalog(url, key, catalog_name)
-        runtime = Runtime(ConsumerSettings(kafka_bootstrap=bootstrap, topics=[topic],
+        runtime = Runtime(ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
                                            group=topic, from_beginning=True),
                           [tiled_factory(catalog, max_latency=0.5)])  # fmt: skip
         thread = threading.Thread(target=runtime.run)

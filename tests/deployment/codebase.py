@@ -68,9 +68,19 @@ def parse_tiled(args: list[str]) -> tuple[dict | None, str | None]:
 
 
 def env_names(settings_class: type) -> set[str]:
-    """The environment variables a pydantic settings class reads."""
+    """The environment variables a pydantic settings class reads, with those of the settings
+    classes composed into it (each under its own prefix)."""
+    from pydantic_settings import BaseSettings
+
     prefix = settings_class.model_config.get("env_prefix", "")
-    return {(prefix + name).upper() for name in settings_class.model_fields}
+    names = set()
+    for name, info in settings_class.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseSettings):
+            names |= env_names(kind)
+        else:
+            names.add((prefix + name).upper())
+    return names
 
 
 _ENV_READ = re.compile(
@@ -88,6 +98,23 @@ def direct_reads(*paths: Path) -> set[str]:
             for match in _ENV_READ.finditer(file.read_text()):
                 found.add(match.group(1) or match.group(2))
     return found
+
+
+def _service_settings(service: str) -> set[str]:
+    """The variables of the settings classes a consumer service's own module defines."""
+    from pydantic_settings import BaseSettings
+    from runstream.consumers.services import SERVICE_MODULES
+
+    names: set[str] = set()
+    for name in SERVICE_MODULES:
+        module = importlib.import_module(name)
+        if module.SERVICE.name != service:
+            continue
+        for value in vars(module).values():
+            if isinstance(value, type) and issubclass(value, BaseSettings) \
+                    and value.__module__ == module.__name__:  # fmt: skip
+                names |= env_names(value)
+    return names
 
 
 def _service_paths() -> dict[str, list[Path]]:
@@ -110,19 +137,22 @@ def allowed_env(kind: str) -> frozenset[str]:
     Kinds: ``engine``, ``consume:<service>``, ``client`` (submit, stop, ...).
     """
     from runstream.consumers.config import ConsumerSettings
-    from runstream.producer.config import PublisherSettings
-    from runstream.producer.engine.config import EngineSettings
+    from runstream.producer.engine.config import EngineClientSettings, EngineSettings
 
     common = direct_reads(ROOT / "runstream" / "cli.py")
     if kind == "engine":
-        return frozenset(
+        return frozenset(  # the client's too: the preStop hook runs `runstream stop`
             common
             | env_names(EngineSettings)
-            | env_names(PublisherSettings)
+            | env_names(EngineClientSettings)
             | direct_reads(ROOT / "producer")
         )
     if kind == "client":
-        return frozenset(common | direct_reads(ROOT / "producer" / "engine" / "cli.py"))
+        return frozenset(
+            common
+            | env_names(EngineClientSettings)
+            | direct_reads(ROOT / "producer" / "engine" / "cli.py")
+        )
     if kind.startswith("consume"):
         services = _service_paths()
         own = {p for paths in services.values() for p in paths}
@@ -130,7 +160,7 @@ def allowed_env(kind: str) -> frozenset[str]:
         names = common | env_names(ConsumerSettings) | direct_reads(*shared)
         service = kind.partition(":")[2]
         if service:
-            names |= direct_reads(*services[service])
+            names |= direct_reads(*services[service]) | _service_settings(service)
         return frozenset(names)
     return frozenset()
 
@@ -170,12 +200,11 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
     from runstream.consumers.config import ConsumerSettings
-    from runstream.producer.config import PublisherSettings
     from runstream.producer.engine.config import EngineSettings
 
     classes: dict[str, type] = {}
     if kind == "engine":
-        classes = {"engine": EngineSettings, "publisher": PublisherSettings}
+        classes = {"engine": EngineSettings}
     elif kind.startswith("consume"):
         classes = {"consumer": ConsumerSettings}
     built, problems = {}, []
@@ -185,6 +214,8 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
                 built[name] = cls()
             except (ValidationError, SettingsError) as exc:
                 problems.append(f"{cls.__name__} refuses the environment: {exc}")
+    if "engine" in built:  # the publisher's settings are composed into the engine's
+        built["publisher"] = built["engine"].publisher
     return built, problems
 
 

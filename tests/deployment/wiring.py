@@ -271,6 +271,17 @@ def check_strimzi(resources: list[dict]) -> list[str]:
         dlq = f"{publisher.resolved_topic}.dlq"
         if dlq not in topics:
             problems.append(f"no KafkaTopic {dlq} (dead letters)")
+        factor, min_isr = publisher.kafka.replication.wanted().resolve(brokers)
+        for name in (publisher.resolved_topic, dlq):
+            spec = topics.get(name, {}).get("spec")
+            if spec is None:
+                continue
+            isr = int((spec.get("config") or {}).get("min.insync.replicas", 1))
+            if (spec.get("replicas"), isr) != (factor, min_isr):
+                problems.append(
+                    f"KafkaTopic/{name}: replicas {spec.get('replicas')}, min.insync.replicas "
+                    f"{isr}; runstream would make replication {factor}, min ISR {min_isr}"
+                )
         needs = {
             ("topic", publisher.resolved_topic): {"Write", "Read", "Describe"},
             ("topic", dlq): {"Write", "Describe"},

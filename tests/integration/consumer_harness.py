@@ -15,6 +15,7 @@ from pathlib import Path
 from bluesky import RunEngine
 from runstream.consumers import ConsumerSettings, Runtime
 from runstream.producer import KafkaPublisher, lineage
+from runstream.schemas.kafka import KafkaSettings
 
 from tests.kafka_tools import free_port
 
@@ -22,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def settings(bootstrap: str, topic: str, **extra) -> ConsumerSettings:
-    return ConsumerSettings(kafka_bootstrap=bootstrap, topics=[topic], group=f"g-{topic}",
-                            from_beginning=True, **extra)  # fmt: skip
+    return ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
+                            group=f"g-{topic}", from_beginning=True, **extra)  # fmt: skip
 
 
 def wait_for(condition, timeout: float = 60, what: str = "condition") -> None:

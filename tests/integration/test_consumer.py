@@ -172,7 +172,8 @@ def test_poison_goes_to_the_dead_letter_topic(kafka_bootstrap: str, new_topic, t
         ("unknown run", b"ghost", schemas.encode("event", {
             "uid": "e", "descriptor": "d", "seq_num": 1, "time": 1.0, "data": {},
             "timestamps": {}}), good),
-        ("no headers", b"k", schemas.encode("start", {"uid": "k", "time": 1.0}), None),
+        ("version only", b"k", schemas.encode("start", {"uid": "k", "time": 1.0}),
+         [("v", b"1")]),
         ("not name-doc", b"ghost", msgpack.packb({"a": 1}), good),
         ("key mismatch", b"other", schemas.encode("event", {}), good),
     ]  # fmt: skip

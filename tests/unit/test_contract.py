@@ -19,8 +19,7 @@ def test_headers_round_trip() -> None:
 @pytest.mark.parametrize(
     "headers,match",
     [
-        (None, "missing"),
-        ([], "missing"),
+        ([("v", b"1")], "missing .*: doc, run, seq"),
         ([("doc", b"event"), ("run", b"u"), ("v", b"1")], "seq"),
         ([("doc", b"event"), ("run", b"u"), ("seq", b"x"), ("v", b"1")], "malformed"),
         ([("doc", b"event"), ("run", b"u"), ("seq", b"-1"), ("v", b"1")], "negative"),
@@ -34,6 +33,13 @@ def test_headers_round_trip() -> None:
 def test_bad_headers(headers, match: str) -> None:
     with pytest.raises(DecodeError, match=match):
         Headers.from_kafka(headers)
+
+
+@pytest.mark.parametrize(
+    "headers", [None, [], [("doc", b"start"), ("run", b"u"), ("seq", b"0")], [("x", b"1")]]
+)
+def test_without_a_version_header_a_message_is_legacy(headers) -> None:
+    assert Headers.from_kafka(headers) is None
 
 
 def test_every_seed_document_maps_to_its_run() -> None:

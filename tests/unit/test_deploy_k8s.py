@@ -253,6 +253,11 @@ def topic_without_partitions(r: list[dict]) -> None:
     del find(r, "KafkaTopic", "beamline.bluesky.runengine.documents.dlq")["spec"]["partitions"]
 
 
+def dead_letters_with_one_insync_replica(r: list[dict]) -> None:
+    topic = find(r, "KafkaTopic", "beamline.bluesky.runengine.documents.dlq")
+    del topic["spec"]["config"]["min.insync.replicas"]
+
+
 def tiled_cannot_read_detector_files(r: list[dict]) -> None:
     mounts = container(r, "Deployment", "runstream-tiled")["volumeMounts"]
     mounts[:] = [v for v in mounts if v["name"] != "detector-files"]
@@ -287,6 +292,7 @@ BROKEN = [
     ("strimzi", acl_misses_the_groups, "strimzi", "group runstream-table lacks ['Read']"),
     ("strimzi", topic_without_partitions, "schemas", "'partitions' is a required property"),
     ("dev", tiled_cannot_read_detector_files, "wiring", "detector files at"),
+    ("strimzi", dead_letters_with_one_insync_replica, "strimzi", "min.insync.replicas 1;"),
 ]
 
 
