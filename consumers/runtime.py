@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from runstream.schemas.connection import ConnectionReport
 
 from runstream import schemas
 
@@ -53,7 +54,11 @@ class Runtime:
         self._last_loop = time.monotonic()
         self._polled = False
         extras = settings.kafka_extras()
-        kafka_logger = logging.getLogger(f"{__name__}.librdkafka")
+        self._lags: dict[TopicPart, int] = {}
+        self.connection = ConnectionReport(
+            log, "consumer", settings.kafka_bootstrap, self._waiting, self._kafka_answers
+        )
+        reporting = self.connection.client_settings()
         self._conf = {
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": settings.group,
@@ -64,11 +69,11 @@ class Runtime:
             "session.timeout.ms": settings.session_timeout_ms,
             "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 4),
             "isolation.level": "read_committed",
-            "logger": kafka_logger,
+            **reporting,
             **extras,
         }
         common = {k: v for k, v in extras.items() if k.startswith(_ADMIN_PREFIXES)}
-        base = {"bootstrap.servers": settings.kafka_bootstrap, "logger": kafka_logger, **common}
+        base = {"bootstrap.servers": settings.kafka_bootstrap, **reporting, **common}
         try:
             self.consumer = Consumer(self._conf)
             self.dead_letters = DeadLetters(base, base)
@@ -107,6 +112,10 @@ class Runtime:
             while not self._stop.is_set():
                 messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
                 self._polled = True
+                if messages:
+                    self.connection.connected()
+                self.connection.tick()
+                self.connection.raise_if_refused()  # a refusal is not retried: exit, say why
                 for msg in messages:
                     self._handle(msg)
                 if messages:
@@ -228,12 +237,26 @@ class Runtime:
                 continue
             if high >= 0:
                 lag = max(0, high - watermark.next_offset)
+                self._lags[(topic, partition)] = lag
                 self.metrics.lag.labels(topic, str(partition)).set(lag)
                 self._lag_reported.add((topic, partition))
+
+    def _waiting(self) -> str:
+        lags = [self._lags[tp] for tp in self.watermarks if tp in self._lags]
+        lag = f"lag {sum(lags)} messages on {len(lags)} partitions" if lags else "lag unknown"
+        return f"{lag}, {len(self.router.runs)} runs open"
+
+    def _kafka_answers(self) -> bool:
+        try:
+            self.consumer.list_topics(timeout=1)
+        except KafkaException:
+            return False
+        return True
 
     # -- rebalancing ----------------------------------------------------------
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.connection.connected()
         for p in partitions:
             self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
         log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
@@ -255,6 +278,7 @@ class Runtime:
             for uid in self.router.runs_in(tp):
                 self.router.abandon(uid, reason, remember=False)
             self.watermarks.pop(tp, None)
+            self._lags.pop(tp, None)
             if tp in self._lag_reported:
                 self._lag_reported.discard(tp)
                 self.metrics.lag.remove(tp[0], str(tp[1]))
