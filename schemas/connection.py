@@ -47,7 +47,9 @@ _AUTH_WORDS = re.compile(
 )
 #: librdkafka log facilities that repeat per attempt; the report speaks for them.
 _PER_ATTEMPT = {"FAIL", "ERROR", "BRKMAIN", "CONNECT", "AUTH", "SASL", "SSL"}
-_PREFIX = re.compile(r"^\S+://\S+/\S+: |^\S+:\d+/\S+: ")
+_PREFIX = re.compile(r"^(\[thrd:[^\]]*\]: )?(\S+://)?\S+:\d+/\S+: ")
+#: librdkafka log facilities of retries it makes by itself: DEBUG, not recorded as a reason.
+_SELF_RETRYING = {"GETPID", "METADATA", "REQTMOUT"}
 _SUFFIX = re.compile(r"\s*\(after \d+ms in state \w+\)$")
 
 State = Literal["unknown", "up", "down", "auth_failed"]
@@ -95,6 +97,8 @@ class ConnectionReport:
         self.clock = clock
         self.state: State = "unknown"
         self.auth_failure: str | None = None
+        #: Attempts refused for credentials or TLS so far (each said once per reason).
+        self.refusals = 0
         self._since = clock()
         self._reminded = self._since
         self._probed = self._since
@@ -113,6 +117,7 @@ class ConnectionReport:
         """librdkafka's ``error_cb``: a ``KafkaError``."""
         code, text = err.code(), reason_of(err.str())
         if code in _AUTH_CODES or (code == TRANSPORT and _AUTH_WORDS.search(text)):
+            self.refusals += 1
             self.authentication_failed(text)
         elif code == ALL_BROKERS_DOWN:
             self.unreachable(self._last_failure or text)
@@ -130,6 +135,8 @@ class ConnectionReport:
         if facility in _PER_ATTEMPT:
             text = str(args[-1]) if args else msg
             self._last_failure = reason_of(text)
+            self._librdkafka_log.debug(msg, *args)
+        elif facility in _SELF_RETRYING:
             self._librdkafka_log.debug(msg, *args)
         else:
             self._librdkafka_log.log(level, msg, *args)

@@ -21,11 +21,20 @@ def unique_prefix(label: str = "t") -> str:
     return f"{label}-{uuid.uuid4().hex[:10]}"
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> str:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    config: dict | None = None,
+    replication: int = 1,
+    client: dict | None = None,
+) -> str:
+    """Make a topic (``client``: extra librdkafka settings, e.g. a secure broker's)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client or {})})
     futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})]
-    )
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                  config=config or {})]
+    )  # fmt: skip
     futures[name].result(timeout=30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -47,7 +56,11 @@ class Record:
 
 
 def read_all(
-    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30
+    bootstrap: str,
+    topic: str,
+    expect: int | None = None,
+    timeout: float = 30,
+    client: dict | None = None,
 ) -> list[Record]:
     """Every record of ``topic`` from the start, in (partition, offset) order.
 
@@ -61,6 +74,7 @@ def read_all(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
+            **(client or {}),
         }
     )
     try:
