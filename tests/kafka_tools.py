@@ -107,3 +107,21 @@ def read_all(
         return records
     finally:
         consumer.close()
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback (a cluster's nodes)."""
+    from runstream.process import port_free
+
+    for _ in range(200):
+        first = free_port()
+        if first + count < 65536 and all(port_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def partition_replicas(bootstrap: str, topic: str, client: dict | None = None) -> dict:
+    """Partition -> (leader, replicas, in-sync replicas), as the cluster's metadata says."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client or {})})
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    return {p.id: (p.leader, sorted(p.replicas), sorted(p.isrs)) for p in meta.partitions.values()}
