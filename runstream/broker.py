@@ -281,8 +281,10 @@ class LocalBroker:
     def _check_state(self, layout: Layout) -> None:
         """A formatted store keeps its node count and its SCRAM users: say so, change nothing."""
         recorded = self._recorded()
-        formatted = any((n.dir / "data" / "meta.properties").exists() for n in self.nodes(layout))
-        if recorded is None or not formatted:
+        if recorded is None:
+            return
+        made = self.nodes(recorded)
+        if not any((n.dir / "data" / "meta.properties").exists() for n in made):
             return
         if recorded.nodes != layout.nodes or recorded.secure != layout.secure:
 
