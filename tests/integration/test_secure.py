@@ -249,3 +249,26 @@ def test_consumer_service_with_a_wrong_password_exits_and_says_why(
     assert stderr.strip().splitlines()[-1].startswith("runstream: error: Kafka authentication")
     assert "invalid credentials" in stderr.splitlines()[-1]
     assert sum("invalid credentials" in line for line in stderr.splitlines()) <= 2, stderr
+
+
+def test_engine_publishes_through_the_secure_broker(secure: SecureBroker, tmp_path: Path) -> None:
+    from tests.integration.test_engine import EngineProcess
+
+    topic = f"{unique_prefix()}.bluesky.runengine.documents"
+    engine = EngineProcess(tmp_path, secure.bootstrap, topic)
+    engine.env["RUNSTREAM_KAFKA_CONFIG_FILE"] = str(secure.client_file)
+    engine.start()
+    try:
+        task = engine.wait(engine.submit("nested_runs", npts=3), ("completed", "failed"))
+        assert task["state"] == "completed", task
+        uids = {r["uid"] for r in task["runs"]}
+
+        def delivered() -> list:
+            return read_all(secure.bootstrap, topic, client=secure.client, timeout=10)
+
+        wait_for(lambda: sum(r.headers["doc"] == b"stop" for r in delivered()) == 2,
+                 timeout=60, what="both runs' stops in Kafka")  # fmt: skip
+    finally:
+        engine.stop()
+    assert {r.key.decode() for r in delivered()} == uids
+    assert secure.password not in engine.log.read_text()
