@@ -112,7 +112,7 @@ class Runtime:
             while not self._stop.is_set():
                 messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
                 self._polled = True
-                if messages:
+                if any(msg.error() is None for msg in messages):
                     self.connection.connected()
                 self.connection.tick()
                 self.connection.raise_if_refused()  # a refusal is not retried: exit, say why

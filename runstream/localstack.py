@@ -75,7 +75,15 @@ def local_service_action(service: LocalService, action: str, what: str) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    return local_service_action(LocalBroker(local_settings(args)), args.action, "broker")
+    broker = LocalBroker(local_settings(args))
+    if args.action == "status" and broker.status() is None:
+        nodes = broker.nodes()
+        down = [node for node in nodes if not node.up()]
+        if len(down) < len(nodes):  # a cluster with some nodes up
+            progress("down: " + ", ".join(f"node {n.id} ({n.address})" for n in down)
+                     + "; 'runstream broker up' starts them again")  # fmt: skip
+            return 1
+    return local_service_action(broker, args.action, "broker")
 
 
 def add_local_command(

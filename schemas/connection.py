@@ -50,7 +50,7 @@ _PER_ATTEMPT = {"FAIL", "ERROR", "BRKMAIN", "CONNECT", "AUTH", "SASL", "SSL"}
 _PREFIX = re.compile(r"^(\[thrd:[^\]]*\]: )?(\S+://)?\S+:\d+/\S+: ")
 #: librdkafka log facilities of retries it makes by itself: DEBUG, not recorded as a reason.
 _SELF_RETRYING = {"GETPID", "METADATA", "REQTMOUT"}
-_SUFFIX = re.compile(r"\s*\(after \d+ms in state \w+\)$")
+_SUFFIX = re.compile(r"\s*\(after \d+ms in state \w+(, .*)?\)$")
 
 State = Literal["unknown", "up", "down", "auth_failed"]
 #: Seconds between two "still away" lines.

@@ -153,6 +153,9 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
         np.testing.assert_allclose(data[key].values, [e["data"][key] for e in events])
     assert list(data["time"].values) == [e["time"] for e in events]
 
+    status = _runstream(cluster.env, "broker", "status")
+    assert status.returncode == 1
+    assert f"node {leader} (127.0.0.1:{cluster.port + leader - 1})" in status.stderr
     # The killed node, started again, catches up: its replicas are back in sync.
     again = _runstream(cluster.env, "broker", "up")
     assert again.returncode == 0, again.stderr
