@@ -134,7 +134,7 @@ class LocalBroker:
         s, recorded = self.settings, self._recorded()
         nodes = s.broker_nodes or (recorded.nodes if recorded else 1)
         secure = bool(recorded and recorded.secure) if s.broker_secure is None else s.broker_secure
-        if recorded and "broker_port" not in s.model_fields_set:
+        if recorded and not {"broker_port", "broker_controller_port"} & s.model_fields_set:
             return Layout(nodes, recorded.port, recorded.controller_port, secure)
         return Layout(nodes, s.broker_port, s.broker_controller_port, secure)
 

@@ -23,7 +23,7 @@ from runstream.producer import KafkaPublisher, lineage
 from tiled.client import from_uri
 
 from runstream import schemas
-from runstream.broker import LocalBroker
+from runstream.broker import LocalBroker, broker_answers
 from runstream.process import alive
 from runstream.settings import LocalSettings
 from tests.integration.consumer_harness import ROOT, gated_run, wait_for
@@ -66,7 +66,9 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         assert not any(alive(pid) for pid in pids)  # every node stopped by its pid
 
 
-def test_three_nodes_on_consecutive_ports_with_a_quorum_of_three(cluster: Cluster) -> None:
+def test_three_nodes_on_consecutive_ports_with_a_quorum_of_three(
+    cluster: Cluster, kafka_bootstrap: str
+) -> None:
     expected = ",".join(f"127.0.0.1:{cluster.port + i}" for i in range(NODES))
     assert cluster.bootstrap == expected
     status = _runstream(cluster.env, "broker", "status")
@@ -76,6 +78,8 @@ def test_three_nodes_on_consecutive_ports_with_a_quorum_of_three(cluster: Cluste
     voters = ",".join(f"{i + 1}@127.0.0.1:{cluster.controller_port + i}" for i in range(NODES))
     for node in cluster.broker.nodes():
         assert f"controller.quorum.voters={voters}\n" in node.config.read_text()
+    # beside the session's single broker, each in its own state directory
+    assert broker_answers(kafka_bootstrap) and broker_answers(cluster.bootstrap, brokers=NODES)
     topic = create_topic(cluster.bootstrap, unique_prefix("rf"), partitions=3, replication=3)
     assert all(len(r) == NODES for _, r, _ in partition_replicas(cluster.bootstrap, topic).values())
 
