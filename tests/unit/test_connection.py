@@ -113,3 +113,14 @@ def test_odd_input_never_breaks_the_client(caplog) -> None:
     assert "cannot be reached" in said[0] and "what waits is unknown" in said[0]
     assert sum("odd" in m for m in said) == 1
     assert reason_of("") == "" and reason_of("plain words") == "plain words"
+
+
+def test_the_codes_kept_here_are_librdkafkas() -> None:
+    from runstream.schemas import connection
+
+    for name in ("ALL_BROKERS_DOWN", "TRANSPORT", "RESOLVE", "AUTHENTICATION", "SSL",
+                 "TIMED_OUT"):  # fmt: skip
+        assert getattr(connection, name) == getattr(KafkaError, f"_{name}"), name
+    for name in ("SASL_AUTHENTICATION_FAILED", "TOPIC_AUTHORIZATION_FAILED",
+                 "CLUSTER_AUTHORIZATION_FAILED", "REQUEST_TIMED_OUT"):  # fmt: skip
+        assert getattr(connection, name) == getattr(KafkaError, name), name
