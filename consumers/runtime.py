@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from runstream.schemas.connection import ConnectionReport
 from runstream.schemas.kafka import admin_config
 
 from runstream import schemas
@@ -55,9 +56,13 @@ class Runtime:
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
+        self._lags: dict[TopicPart, int] = {}
+        self.connection = ConnectionReport(
+            log, "consumer", settings.kafka.bootstrap, self._waiting, self._kafka_answers
+        )
         client = {
             **settings.kafka.client_config(),  # raises KafkaConfigError (a ValueError)
-            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+            **self.connection.client_settings(),
         }
         self._conf = {
             "group.id": settings.group,
@@ -110,6 +115,10 @@ class Runtime:
             while not self._stop.is_set():
                 messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
                 self._polled = True
+                if any(msg.error() is None for msg in messages):
+                    self.connection.connected()
+                self.connection.tick()
+                self.connection.raise_if_refused()  # a refusal is not retried: exit, say why
                 for msg in messages:
                     self._handle(msg)
                 if messages:
@@ -240,12 +249,26 @@ class Runtime:
                 continue
             if high >= 0:
                 lag = max(0, high - watermark.next_offset)
+                self._lags[(topic, partition)] = lag
                 self.metrics.lag.labels(topic, str(partition)).set(lag)
                 self._lag_reported.add((topic, partition))
+
+    def _waiting(self) -> str:
+        lags = [self._lags[tp] for tp in self.watermarks if tp in self._lags]
+        lag = f"lag {sum(lags)} messages on {len(lags)} partitions" if lags else "lag unknown"
+        return f"{lag}, {len(self.router.runs)} runs open"
+
+    def _kafka_answers(self) -> bool:
+        try:
+            self.consumer.list_topics(timeout=1)
+        except KafkaException:
+            return False
+        return True
 
     # -- rebalancing ----------------------------------------------------------
 
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.connection.connected()
         for p in partitions:
             self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
         log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
@@ -268,6 +291,7 @@ class Runtime:
                 self.router.abandon(uid, reason, remember=False)
             self.watermarks.pop(tp, None)
             self.legacy.forget_partition(tp)
+            self._lags.pop(tp, None)
             if tp in self._lag_reported:
                 self._lag_reported.discard(tp)
                 self.metrics.lag.remove(tp[0], str(tp[1]))

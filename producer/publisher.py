@@ -26,6 +26,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from runstream.schemas.connection import ConnectionReport
 from runstream.schemas.errors import RunstreamError
 from runstream.schemas.kafka import Replication, TopicSpec, admin_config, ensure_topic
 from runstream.schemas.topics import check_topic
@@ -109,6 +110,9 @@ class KafkaPublisher:
         self.max_outbox_bytes = max_outbox_bytes
         self.producer_id = producer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = PublisherMetrics()
+        self.connection = ConnectionReport(
+            log, "publisher", bootstrap_servers, self._waiting, self._kafka_answers
+        )
         self._conf = {
             "bootstrap.servers": bootstrap_servers,
             "linger.ms": 5,
@@ -118,7 +122,7 @@ class KafkaPublisher:
             "client.id": self.producer_id,
             **librdkafka,
             **_FORCED,
-            "logger": logging.getLogger(f"{__name__}.librdkafka"),
+            **self.connection.client_settings(),
         }
         self._admin_conf = admin_config(self._conf)
         self._producer = self._make_producer()
@@ -284,6 +288,7 @@ class KafkaPublisher:
                 self._catch_up(reader)
             self._producer.poll(0.02)
             self._advance()
+            self.connection.tick()
         self._producer.flush(1)
         self._advance(force=True)
 
@@ -342,6 +347,7 @@ class KafkaPublisher:
         if err is None:
             self._acked.add(rid)
             self.metrics.broker_up.set(1)
+            self.connection.connected()
             return
         record = self._inflight.get(rid)
         if record is None:
@@ -397,15 +403,26 @@ class KafkaPublisher:
         try:
             ensure_topic(AdminClient(self._admin_conf), spec, timeout=5)
         except KafkaException as exc:
-            log.warning("topic %s not ready (%s); the outbox holds documents meanwhile",
-                        self.topic, exc.args[0].str())  # fmt: skip
+            self.connection.topic_not_ready(self.topic, exc.args[0])
             self.metrics.broker_up.set(0)
             return False
-        except Exception as exc:  # timeouts while the broker is away
-            log.warning("broker unreachable (%s); the outbox holds documents meanwhile", exc)
+        except Exception as exc:  # timeouts while the broker is away: the report says so once
+            log.debug("topic %s not made or found (%s)", self.topic, exc)
             self.metrics.broker_up.set(0)
             return False
         self.metrics.broker_up.set(1)
+        self.connection.connected()
+        return True
+
+    def _waiting(self) -> str:
+        return (f"{self._unacked()} documents ({self.outbox.bytes} bytes) wait in the outbox "
+                f"{self.outbox.dir}")  # fmt: skip
+
+    def _kafka_answers(self) -> bool:
+        try:
+            self._producer.list_topics(self.topic, timeout=1)
+        except KafkaException:
+            return False
         return True
 
     # -- lifecycle ------------------------------------------------------------------

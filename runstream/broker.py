@@ -1,8 +1,13 @@
-"""A single-node KRaft Apache Kafka broker from Maven Central jars, for local use and tests.
+"""A local KRaft Apache Kafka broker, or a cluster of N, from Maven Central jars.
 
 No Docker and no tarball: Maven copies the broker's jars into a cache shared by
-every state directory, the store is formatted once, and the JVM runs detached
-with its pid recorded so that `down` stops exactly the broker `up` started.
+every state directory, each node's store is formatted once, and each JVM runs
+detached with its pid recorded so that `down` stops exactly the nodes `up`
+started. One node keeps its files in ``<home>/kafka``; a cluster's node i in
+``<home>/kafka/node-i``, client port ``port + i - 1`` and controller port
+``controller_port + i - 1``, every node a broker and a voter of the controller
+quorum. ``--secure`` serves the client listener with TLS and SCRAM-SHA-512
+(see `brokersecurity`); the controller listener stays plaintext on loopback.
 """
 
 from __future__ import annotations
@@ -18,8 +23,13 @@ from pathlib import Path
 
 from runstream.schemas.errors import RunstreamError
 
-from .process import Progress, port_free, port_open, quiet, runs_with, stop_pid, tail
+from .brokersecurity import LISTENER, BrokerSecurity, write_private
+from .process import Progress, port_free, port_open, quiet, runs_with, stop_pids, tail
 from .settings import KAFKA_RESOURCES, LocalSettings
+
+#: Heap of each JVM: one node alone, or each node of a cluster (measured: see the README).
+SINGLE_HEAP = "512m"
+CLUSTER_HEAP = "384m"
 
 
 class BrokerError(RunstreamError, RuntimeError):
@@ -32,6 +42,53 @@ def cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
+
+
+@dataclass(frozen=True)
+class Node:
+    """One KRaft process (broker and controller) of the local broker or cluster."""
+
+    id: int
+    dir: Path
+    port: int
+    controller_port: int
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "logs" / "server.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def pid(self) -> int | None:
+        """The pid of this node's JVM if it runs (guards against pid reuse)."""
+        try:
+            pid = int(self.pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if runs_with(pid, str(self.config)) else None
+
+    def up(self) -> bool:
+        return self.pid() is not None and port_open(self.port)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What ``up`` made: how many nodes, their first ports, and whether it is secure."""
+
+    nodes: int
+    port: int
+    controller_port: int
+    secure: bool
 
 
 @dataclass
@@ -47,40 +104,65 @@ class LocalBroker:
         return self.settings.cache / f"kafka-{self.settings.kafka_version}" / "libs"
 
     @property
-    def _pidfile(self) -> Path:
-        return self.dir / "broker.pid"
-
-    @property
     def _statefile(self) -> Path:
         return self.dir / "broker.json"
 
     @property
+    def security(self) -> BrokerSecurity:
+        return BrokerSecurity(self.dir)
+
+    @property
     def log_file(self) -> Path:
-        return self.dir / "logs" / "server.log"
+        return self.nodes()[0].log_file
+
+    # -- layout ---------------------------------------------------------------
+
+    def _recorded(self) -> Layout | None:
+        try:
+            state = json.loads(self._statefile.read_text())
+            return Layout(
+                int(state.get("nodes", 1)),
+                int(state["port"]),
+                int(state["controller_port"]),
+                bool(state.get("secure", False)),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def layout(self) -> Layout:
+        """The layout asked for; what the state directory holds fills what was not asked."""
+        s, recorded = self.settings, self._recorded()
+        nodes = s.broker_nodes or (recorded.nodes if recorded else 1)
+        secure = bool(recorded and recorded.secure) if s.broker_secure is None else s.broker_secure
+        if recorded and not {"broker_port", "broker_controller_port"} & s.model_fields_set:
+            return Layout(nodes, recorded.port, recorded.controller_port, secure)
+        return Layout(nodes, s.broker_port, s.broker_controller_port, secure)
+
+    def nodes(self, layout: Layout | None = None) -> list[Node]:
+        layout = layout or self.layout()
+        if layout.nodes == 1:
+            return [Node(1, self.dir, layout.port, layout.controller_port)]
+        return [
+            Node(i, self.dir / f"node-{i}", layout.port + i - 1, layout.controller_port + i - 1)
+            for i in range(1, layout.nodes + 1)
+        ]
+
+    def client_settings(self) -> dict[str, str]:
+        """librdkafka settings a client needs beyond bootstrap.servers (TLS and SCRAM if secure)."""
+        return self.security.client_settings() if self.layout().secure else {}
 
     # -- status ---------------------------------------------------------------
 
-    def _recorded(self) -> dict | None:
-        try:
-            state = json.loads(self._statefile.read_text())
-            pid = int(self._pidfile.read_text())
-        except (OSError, ValueError):
-            return None
-        state["pid"] = pid
-        return state
-
-    def _ours(self, pid: int) -> bool:
-        """The pid is a live JVM running our server.properties (guards against pid reuse)."""
-        return runs_with(pid, str(self.dir / "server.properties"))
-
     def status(self) -> str | None:
-        """The bootstrap address of the running local broker, or None."""
-        state = self._recorded()
-        if state and self._ours(state["pid"]) and port_open(state["port"]):
-            return f"127.0.0.1:{state['port']}"
+        """The bootstrap list of the running local broker or cluster, or None."""
+        nodes = self.nodes()
+        if all(node.up() for node in nodes):
+            return ",".join(node.address for node in nodes)
         return None
 
-    # -- up -------------------------------------------------------------------
+    def pids(self) -> dict[int, int | None]:
+        """Node id -> pid of its running JVM (None when that node is down)."""
+        return {node.id: node.pid() for node in self.nodes()}
 
     def fetch_jars(self, progress: Progress = quiet) -> Path:
         """Have Maven copy Kafka's jars into the cache (once), and return their folder."""
@@ -129,35 +211,42 @@ class LocalBroker:
         )
         return self.libs
 
-    def _write_config(self, port: int, cport: int) -> Path:
-        data = self.dir / "data"
+    def _write_config(self, node: Node, layout: Layout) -> Path:
+        voters = ",".join(f"{n.id}@127.0.0.1:{n.controller_port}" for n in self.nodes(layout))
+        replicas = str(min(3, layout.nodes))
+        min_isr = str(max(1, min(3, layout.nodes) - 1))
+        client = LISTENER if layout.secure else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{cport}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+            "node.id": str(node.id),
+            "controller.quorum.voters": voters,
+            "listeners": f"{client}://127.0.0.1:{node.port},"
+            f"CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"{client}://127.0.0.1:{node.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(data),
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{client}:{client}",
+            "log.dirs": str(node.dir / "data"),
             "num.partitions": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": replicas,
+            "offsets.topic.replication.factor": replicas,
             "offsets.topic.num.partitions": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
             "transaction.state.log.num.partitions": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
             "num.network.threads": "2",
             "num.io.threads": "2",
             "log.cleaner.dedupe.buffer.size": "16777216",
             "auto.create.topics.enable": "false",
         }
-        path = self.dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        return path
+        if layout.secure:
+            props.update(self.security.broker_properties())
+        # Mode 0600: a secure broker's config holds the SCRAM password.
+        write_private(node.config, "".join(f"{k}={v}\n" for k, v in props.items()))
+        return node.config
 
     def _java(self) -> str:
         java = shutil.which("java")
@@ -168,110 +257,176 @@ class LocalBroker:
             )
         return java
 
-    def _format(self, java: str, config: Path, libs: Path) -> None:
-        if (self.dir / "data" / "meta.properties").exists():
+    def _format(self, java: str, node: Node, libs: Path, cid: str, layout: Layout) -> None:
+        if (node.dir / "data" / "meta.properties").exists():
             return
-        result = subprocess.run(
-            [java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format",
-             "-t", cluster_id(), "-c", str(config)],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        args = ["kafka.tools.StorageTool", "format", "-t", cid, "-c", str(node.config)]
+        if layout.secure:
+            args += ["--add-scram", self.security.scram_argument()]
+        # The arguments go through a java @argfile of mode 0600: the SCRAM password never
+        # shows in the process list.
+        argfile = node.dir / "format.args"
+        write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
+        try:
+            result = subprocess.run(
+                [java, "-cp", f"{libs}/*", f"@{argfile}"],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             output = (result.stdout + result.stderr)[-3000:]
-            raise BrokerError(f"formatting the broker's storage failed:\n{output}")
+            raise BrokerError(f"formatting node {node.id}'s storage failed:\n{output}")
+
+    def _check_state(self, layout: Layout) -> None:
+        """A formatted store keeps its node count and its SCRAM users: say so, change nothing."""
+        recorded = self._recorded()
+        if recorded is None:
+            return
+        made = self.nodes(recorded)
+        if not any((n.dir / "data" / "meta.properties").exists() for n in made):
+            return
+        if recorded.nodes != layout.nodes or recorded.secure != layout.secure:
+
+            def describe(x: Layout) -> str:
+                return f"{x.nodes} node(s), {'secure' if x.secure else 'plaintext'}"
+
+            raise BrokerError(
+                f"{self.dir} holds a broker made with {describe(recorded)}, not "
+                f"{describe(layout)}; use another state directory (RUNSTREAM_HOME / --home) "
+                "or the same options"
+            )
 
     def up(self, progress: Progress = quiet) -> str:
-        """Start the broker unless it runs already; return its bootstrap address."""
-        running = self.status()
-        if running:
-            progress(f"a local broker is already up at {running}")
-            return running
-        state = self._recorded()
-        if state and self._ours(state["pid"]):
-            raise BrokerError(
-                f"a broker from {self.dir} (pid {state['pid']}) runs but does not answer; "
-                "stop it with 'runstream broker down' and look at " + str(self.log_file)
-            )
-        java = self._java()
-        port, cport = self.settings.broker_port, self.settings.broker_controller_port
-        for p in (port, cport):
-            if not port_free(p):
+        """Start every node that is not running; return the bootstrap list."""
+        layout = self.layout()
+        self._check_state(layout)
+        nodes = self.nodes(layout)
+        running = {node.id for node in nodes if node.up()}
+        if len(running) == len(nodes):
+            address = ",".join(node.address for node in nodes)
+            progress(f"a local broker is already up at {address}")
+            return address
+        for node in nodes:
+            pid = node.pid()
+            if node.id not in running and pid is not None:
                 raise BrokerError(
-                    f"port {p} on 127.0.0.1 is taken by another process; choose free ports with "
-                    "--port/--controller-port (RUNSTREAM_BROKER_PORT, "
-                    "RUNSTREAM_BROKER_CONTROLLER_PORT)"
+                    f"node {node.id} of the broker in {self.dir} (pid {pid}) runs but does not "
+                    f"answer; stop it with 'runstream broker down' and look at {node.log_file}"
                 )
+        java = self._java()
+        starting = [node for node in nodes if node.id not in running]
+        for node in starting:
+            for p in (node.port, node.controller_port):
+                if not port_free(p):
+                    raise BrokerError(
+                        f"port {p} on 127.0.0.1 is taken by another process; choose free ports "
+                        "with --port/--controller-port (RUNSTREAM_BROKER_PORT, "
+                        "RUNSTREAM_BROKER_CONTROLLER_PORT)"
+                    )
         libs = self.fetch_jars(progress)
-        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
-        config = self._write_config(port, cport)
-        self._format(java, config, libs)
-        log4j = KAFKA_RESOURCES / "log4j2.properties"
-        cmd = [
-            java, f"-Xms{self.settings.broker_heap}", f"-Xmx{self.settings.broker_heap}",
-            "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}",
-            f"-Dkafka.logs.dir={self.dir / 'logs'}",
-            "-cp", f"{libs}/*", "kafka.Kafka", str(config),
-        ]  # fmt: skip
-        progress(f"starting Kafka broker on 127.0.0.1:{port} (state in {self.dir})...")
-        with open(self.dir / "logs" / "stdout.log", "ab") as out:
-            proc = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.dir, start_new_session=True,
-            )  # fmt: skip
-        self._pidfile.write_text(str(proc.pid))
-        self._statefile.write_text(json.dumps({"port": port, "controller_port": cport}))
-        self._wait_ready(proc, port, progress)
-        address = f"127.0.0.1:{port}"
-        progress(f"broker up (pid {proc.pid})")
+        if layout.secure:
+            self.security.ensure()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._statefile.write_text(json.dumps({
+            "nodes": layout.nodes, "port": layout.port,
+            "controller_port": layout.controller_port, "secure": layout.secure,
+        }))  # fmt: skip
+        cid = cluster_id()
+        procs = {}
+        for node in starting:
+            (node.dir / "logs").mkdir(parents=True, exist_ok=True)
+            self._write_config(node, layout)
+            self._format(java, node, libs, cid, layout)
+        for node in starting:
+            procs[node.id] = self._start(java, node, libs, layout)
+        self._wait_ready(nodes, procs, progress)
+        address = ",".join(node.address for node in nodes)
+        pids = ", ".join(str(p.pid) for p in procs.values())
+        what = "broker" if layout.nodes == 1 else f"{layout.nodes}-node cluster"
+        progress(f"{what} up{' (TLS + SCRAM-SHA-512)' if layout.secure else ''} (pid {pids})")
+        if layout.secure:
+            progress(f"client settings (librdkafka, JSON) in {self.security.client_file}")
         return address
 
-    def _wait_ready(self, proc: subprocess.Popen, port: int, progress: Progress) -> None:
+    def _start(self, java: str, node: Node, libs: Path, layout: Layout) -> subprocess.Popen:
+        heap = self.settings.broker_heap or (SINGLE_HEAP if layout.nodes == 1 else CLUSTER_HEAP)
+        log4j = KAFKA_RESOURCES / "log4j2.properties"
+        cmd = [
+            java, f"-Xms{heap}", f"-Xmx{heap}",
+            "-XX:+UseG1GC", f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={node.dir / 'logs'}",
+            "-cp", f"{libs}/*", "kafka.Kafka", str(node.config),
+        ]  # fmt: skip
+        with open(node.dir / "logs" / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=node.dir, start_new_session=True,
+            )  # fmt: skip
+        node.pidfile.write_text(str(proc.pid))
+        return proc
+
+    def _wait_ready(
+        self, nodes: list[Node], procs: dict[int, subprocess.Popen], progress: Progress
+    ) -> None:
         started = time.monotonic()
         deadline = started + self.settings.broker_start_timeout
+        bootstrap = ",".join(node.address for node in nodes)
+        client = self.client_settings()
         said = 0.0
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self._pidfile.unlink(missing_ok=True)
-                raise BrokerError(
-                    f"the broker exited at start (code {proc.returncode}). "
-                    f"Tail of {self.log_file}:\n{tail(self.log_file)}\n"
-                    f"Tail of stdout:\n{tail(self.dir / 'logs' / 'stdout.log', 15)}"
-                )
-            if port_open(port) and broker_answers(f"127.0.0.1:{port}"):
+            for node in nodes:
+                proc = procs.get(node.id)
+                if proc is not None and proc.poll() is not None:
+                    others = [p.pid for i, p in procs.items() if i != node.id]
+                    stop_pids(others, timeout=10)
+                    node.pidfile.unlink(missing_ok=True)
+                    raise BrokerError(
+                        f"the broker (node {node.id}) exited at start (code {proc.returncode}). "
+                        f"Tail of {node.log_file}:\n{tail(node.log_file)}\n"
+                        f"Tail of stdout:\n{tail(node.dir / 'logs' / 'stdout.log', 15)}"
+                    )
+            if all(port_open(n.port) for n in nodes) and broker_answers(
+                bootstrap, client, len(nodes)
+            ):
                 return
             waited = time.monotonic() - started
             if waited - said >= 5:
                 progress(f"waiting for the broker to answer ({waited:.0f}s)...")
                 said = waited
             time.sleep(0.25)
-        stop_pid(proc.pid, timeout=10)
+        stop_pids([p.pid for p in procs.values()], timeout=10)
         raise BrokerError(
             f"the broker did not answer within {self.settings.broker_start_timeout:.0f}s. "
-            f"Tail of {self.log_file}:\n{tail(self.log_file)}"
+            f"Tail of {nodes[0].log_file}:\n{tail(nodes[0].log_file)}"
         )
 
     # -- down -----------------------------------------------------------------
 
     def down(self, progress: Progress = quiet, timeout: float = 30.0) -> bool:
-        """Stop the broker `up` started (by its pid); False if none was running."""
-        state = self._recorded()
-        if not state or not self._ours(state["pid"]):
-            self._pidfile.unlink(missing_ok=True)
+        """Stop every node `up` started (by pid, all at once); False if none was running."""
+        nodes = self.nodes()
+        running = {node.id: pid for node in nodes if (pid := node.pid()) is not None}
+        for node in nodes:
+            if node.id not in running:
+                node.pidfile.unlink(missing_ok=True)
+        if not running:
             progress("no local broker is running")
             return False
-        progress(f"stopping the broker (pid {state['pid']})...")
-        stop_pid(state["pid"], timeout)
-        self._pidfile.unlink(missing_ok=True)
+        progress(f"stopping the broker (pid {', '.join(map(str, running.values()))})...")
+        stop_pids(list(running.values()), timeout)
+        for node in nodes:
+            node.pidfile.unlink(missing_ok=True)
         progress("broker stopped")
         return True
 
 
-def broker_answers(bootstrap: str) -> bool:
-    """The broker lists itself in metadata (it is unfenced and serving)."""
+def broker_answers(bootstrap: str, client: dict | None = None, brokers: int = 1) -> bool:
+    """Metadata lists at least ``brokers`` brokers (they are unfenced and serving)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(client or {})})
     try:
-        return bool(admin.list_topics(timeout=2).brokers)
+        return len(admin.list_topics(timeout=2).brokers) >= brokers
     except Exception:
         return False

@@ -33,7 +33,10 @@ def progress(message: str) -> None:
 
 def local_settings(args: argparse.Namespace) -> LocalSettings:
     overrides = {}
-    for field in ("home", "broker_port", "broker_controller_port", "tiled_port"):
+    for field in (
+        "home", "broker_port", "broker_controller_port", "broker_nodes", "broker_secure",
+        "tiled_port",
+    ):  # fmt: skip
         value = getattr(args, field, None)
         if value is not None:
             overrides[field] = value
@@ -78,7 +81,15 @@ def local_service_action(service: LocalService, action: str, what: str) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    return local_service_action(LocalBroker(local_settings(args)), args.action, "broker")
+    broker = LocalBroker(local_settings(args))
+    if args.action == "status" and broker.status() is None:
+        nodes = broker.nodes()
+        down = [node for node in nodes if not node.up()]
+        if len(down) < len(nodes):  # a cluster with some nodes up
+            progress("down: " + ", ".join(f"node {n.id} ({n.address})" for n in down)
+                     + "; 'runstream broker up' starts them again")  # fmt: skip
+            return 1
+    return local_service_action(broker, args.action, "broker")
 
 
 def add_local_command(
@@ -95,14 +106,33 @@ def register_broker(sub: argparse._SubParsersAction) -> None:
     p = add_local_command(
         sub,
         "broker",
-        "run a local single-node Kafka broker (jars from Maven Central)",
-        "Start, stop or query the local Kafka broker. Its data and logs live under "
-        "$RUNSTREAM_HOME/kafka; its jars are cached under $RUNSTREAM_CACHE.",
+        "run a local Kafka broker or cluster (jars from Maven Central)",
+        "Start, stop or query the local Kafka broker (or a KRaft cluster with --nodes). Its "
+        "data and logs live under $RUNSTREAM_HOME/kafka; its jars are cached under "
+        "$RUNSTREAM_CACHE. 'up' and 'status' print the bootstrap list last.",
     )
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--port", dest="broker_port", type=int, help="client port (default 9092)")
     p.add_argument(
-        "--controller-port", dest="broker_controller_port", type=int,
-        help="KRaft controller port (default 9093)",
+        "--port",
+        dest="broker_port",
+        type=int,
+        help="client port of the first node, the others follow (default 9092)",
+    )
+    p.add_argument(
+        "--controller-port",
+        dest="broker_controller_port",
+        type=int,
+        help="KRaft controller port of the first node, the others follow (default 9093)",
+    )
+    p.add_argument(
+        "--nodes",
+        dest="broker_nodes",
+        type=int,
+        help="nodes of a local KRaft cluster, each broker and controller (default 1)",
+    )
+    p.add_argument(
+        "--secure", dest="broker_secure", action="store_true", default=None,
+        help="TLS and SCRAM-SHA-512 on the client listener; writes $RUNSTREAM_HOME/kafka/"
+        "client.json (librdkafka settings, mode 0600)",
     )  # fmt: skip
     p.set_defaults(func=_broker)

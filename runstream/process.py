@@ -81,19 +81,34 @@ def _reap(pid: int) -> None:
 
 def stop_pid(pid: int, timeout: float) -> None:
     """SIGTERM, wait up to ``timeout``, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
+    stop_pids([pid], timeout)
+
+
+def stop_pids(pids: list[int], timeout: float) -> None:
+    """SIGTERM to every pid at once, wait up to ``timeout`` for all, then SIGKILL the rest.
+
+    A cluster's nodes are stopped together: one by one, the last would wait for a
+    controller quorum that is already gone.
+    """
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not alive(pid):
-            return
-        time.sleep(0.1)
-    log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
+    left = list(pids)
+    while left and time.monotonic() < deadline:
+        for pid in left:
+            _reap(pid)
+        left = [pid for pid in left if alive(pid)]
+        if left:
+            time.sleep(0.1)
+    for pid in left:
+        log.warning("pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     for _ in range(50):
-        _reap(pid)
-        if not alive(pid):
+        for pid in left:
+            _reap(pid)
+        left = [pid for pid in left if alive(pid)]
+        if not left:
             return
         time.sleep(0.1)

@@ -28,7 +28,19 @@ class LocalSettings(BaseSettings):
     kafka_version: str = "4.1.1"
     broker_port: int = Field(default=9092, ge=1, le=65535)
     broker_controller_port: int = Field(default=9093, ge=1, le=65535)
-    broker_heap: str = "512m"
+    broker_nodes: int | None = Field(
+        default=None, ge=1, le=9,
+        description="Nodes of the local broker (a KRaft cluster when > 1); default: as the "
+        "state directory holds, else 1.",
+    )  # fmt: skip
+    broker_secure: bool | None = Field(
+        default=None,
+        description="Serve the client listener with TLS and SCRAM-SHA-512; default: as the "
+        "state directory holds, else plaintext.",
+    )
+    broker_heap: str | None = Field(
+        default=None, description="JVM heap of each node; default 512m alone, 384m in a cluster."
+    )
     broker_start_timeout: float = Field(default=90.0, gt=0)
     kafka_pom: Path = KAFKA_RESOURCES / "pom.xml"
     tiled_port: int = Field(default=8765, ge=1, le=65535)

@@ -23,12 +23,19 @@ def unique_prefix(label: str = "t") -> str:
 
 
 def create_topic(
-    bootstrap: str, name: str, partitions: int = 1, config: dict | None = None,
-    replication: Replication | None = None,
-) -> str:  # fmt: skip
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    config: dict | None = None,
+    replication: Replication | int | None = None,
+    client: dict | None = None,
+) -> str:
     """Make a topic as runstream would (default replication: min(3, brokers)), and wait
-    until every partition shows in the metadata."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    until every partition shows in the metadata (``client``: extra librdkafka settings,
+    e.g. a secure broker's)."""
+    if isinstance(replication, int):
+        replication = Replication(replication)
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client or {})})
     spec = TopicSpec(name, partitions, replication or Replication(), config or {})
     ensure_topic(admin, spec, timeout=30)
     deadline = time.monotonic() + 30
@@ -51,7 +58,11 @@ class Record:
 
 
 def read_all(
-    bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30
+    bootstrap: str,
+    topic: str,
+    expect: int | None = None,
+    timeout: float = 30,
+    client: dict | None = None,
 ) -> list[Record]:
     """Every record of ``topic`` from the start, in (partition, offset) order.
 
@@ -65,6 +76,7 @@ def read_all(
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
+            **(client or {}),
         }
     )
     try:
@@ -97,3 +109,21 @@ def read_all(
         return records
     finally:
         consumer.close()
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports on loopback (a cluster's nodes)."""
+    from runstream.process import port_free
+
+    for _ in range(200):
+        first = free_port()
+        if first + count < 65536 and all(port_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+def partition_replicas(bootstrap: str, topic: str, client: dict | None = None) -> dict:
+    """Partition -> (leader, replicas, in-sync replicas), as the cluster's metadata says."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, **(client or {})})
+    meta = admin.list_topics(topic, timeout=10).topics[topic]
+    return {p.id: (p.leader, sorted(p.replicas), sorted(p.isrs)) for p in meta.partitions.values()}

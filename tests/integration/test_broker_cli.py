@@ -94,3 +94,25 @@ def test_bad_cli_arguments() -> None:
     out_of_range = _runstream(env, "broker", "status")
     assert out_of_range.returncode == 1
     assert "broker_port" in out_of_range.stderr
+
+
+def test_bad_node_counts_and_a_store_made_otherwise_are_clear_errors(tmp_path: Path) -> None:
+    env = {**os.environ, "RUNSTREAM_HOME": str(tmp_path)}
+    for nodes in ("0",):
+        bad = _runstream(env, "broker", "up", "--nodes", nodes)
+        assert bad.returncode == 1 and "broker_nodes" in bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert _runstream(env, "broker", "up", "--nodes", "three").returncode == 2
+    # a state directory formatted for one plaintext node is not silently reused otherwise
+    kafka = tmp_path / "kafka"
+    (kafka / "data").mkdir(parents=True)
+    (kafka / "data" / "meta.properties").write_text("node.id=1\n")
+    (kafka / "broker.json").write_text(
+        f'{{"nodes": 1, "port": {free_port()}, "controller_port": {free_port()}, "secure": false}}'
+    )
+    for args in (["--nodes", "3"], ["--secure"]):
+        other = _runstream(env, "broker", "up", *args)
+        assert other.returncode == 1, other.stderr
+        assert "1 node(s), plaintext" in other.stderr and "another state directory" in other.stderr
+        assert "Traceback" not in other.stderr
+    assert (kafka / "data" / "meta.properties").exists()  # nothing was changed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -86,7 +87,8 @@ def test_seed_plans_land_one_partition_per_run_in_order(
         assert [s.get("parent_uid") for s in chain] == [None, chain[0]["uid"], chain[1]["uid"]]
 
 
-def test_broker_stopped_mid_run(private_broker, tmp_path: Path) -> None:
+def test_broker_stopped_mid_run(private_broker, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="runstream.producer")
     bootstrap = private_broker.up()
     topic = _topic()
     publisher = KafkaPublisher(topic, bootstrap, tmp_path / "outbox", partitions=2)
@@ -112,6 +114,14 @@ def test_broker_stopped_mid_run(private_broker, tmp_path: Path) -> None:
     records = read_all(bootstrap, topic, expect=len(emitted))
     assert [int(r.headers["seq"]) for r in records] == list(range(len(emitted)))  # once, in order
     assert [r.headers["doc"].decode() for r in records] == [n for n, _ in emitted]
+    # The outage in the log: one line when it went away, one when it was back, none per retry.
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert sum("went away" in m for m in said) == 1, said
+    assert sum("is back" in m for m in said) == 1, said
+    assert not [m for m in said if "Connect to" in m or "Connection refused" in m], said
+    assert "documents" in next(m for m in said if "went away" in m)  # says what waits
+    retries = [r for r in caplog.records if "Connect to" in r.getMessage()]
+    assert len(retries) >= 2 and all(r.levelno == logging.DEBUG for r in retries)  # demoted
 
 
 def test_engine_killed_mid_nested_run_while_broker_down(private_broker, tmp_path: Path) -> None:

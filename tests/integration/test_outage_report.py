@@ -1,0 +1,45 @@
+"""A consumer service through a broker outage: one line away, one line back, none per retry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from runstream.producer.plans import sequential_runs
+
+from tests.integration.consumer_harness import publish, running, settings, wait_for
+from tests.kafka_tools import unique_prefix
+
+pytestmark = pytest.mark.kafka
+
+
+def test_consumer_says_once_away_and_once_back(private_broker, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="runstream.consumers")
+    bootstrap = private_broker.up()
+    topic = f"{unique_prefix()}.bluesky.runengine.documents"
+    publish(bootstrap, topic, tmp_path / "outbox", [sequential_runs(3)], partitions=1)
+    with running(settings(bootstrap, topic), [_nothing]) as runtime:
+        wait_for(lambda: runtime.connection.state == "up", what="the consumer connected")
+        private_broker.down()
+        wait_for(lambda: runtime.connection.state == "down", what="the outage noticed")
+        wait_for(lambda: runtime.connection.refusals == 0 and _retries(caplog) >= 3,
+                 what="librdkafka retrying")  # fmt: skip
+        private_broker.up()
+        wait_for(lambda: runtime.connection.state == "up", timeout=60, what="the return noticed")
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
+            and r.name == "runstream.consumers.runtime"]  # fmt: skip
+    assert sum("went away" in m for m in said) == 1, said
+    assert sum("is back" in m for m in said) == 1, said
+    assert "runs open" in next(m for m in said if "went away" in m)  # says what waits
+    retries = [r for r in caplog.records if r.name.endswith("librdkafka")
+               and "Connect to" in r.getMessage()]  # fmt: skip
+    assert retries and all(r.levelno == logging.DEBUG for r in retries)  # demoted
+
+
+def _nothing(name: str, start: dict) -> tuple[list, list]:
+    return [], []
+
+
+def _retries(caplog) -> int:
+    return sum("Connect to" in r.getMessage() for r in caplog.records)
