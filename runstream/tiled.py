@@ -83,7 +83,7 @@ class LocalTiled:
             "tiled"
         )
         if tiled is None:
-            raise TiledError("the 'tiled' command is missing: pip install 'tiled[server]'")
+            raise TiledError("the 'tiled' command is missing: pip install 'runstream[server]'")
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         catalog = self.dir / "catalog.db"
