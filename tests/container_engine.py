@@ -76,6 +76,8 @@ class Containers:
         options = ["--user", f"{uid}:{uid}", "--read-only", "--cap-drop", "ALL",
                    "--security-opt", "no-new-privileges", "--network", "host"]  # fmt: skip
         options += ULIMITS
+        if self.engine == "podman":  # only what is mounted is writable, as in a pod
+            options += ["--read-only-tmpfs=false"]
         for name, target in volumes.items():
             volume = f"{self.prefix}-{name}"
             self.volumes.add(volume)
@@ -104,6 +106,13 @@ class Containers:
     def running(self, name: str) -> bool:
         done = self.command("inspect", "--format", "{{.State.Running}}", name)
         return done.stdout.strip() == "true"
+
+    def healthy(self, name: str) -> bool | None:
+        """The image's HEALTHCHECK run once in the container (podman); None with Docker, whose
+        checks run only on their interval."""
+        if self.engine != "podman":
+            return None
+        return self.command("healthcheck", "run", name).returncode == 0
 
     def terminate(self, name: str, grace: float) -> tuple[int, float]:
         """SIGTERM, then wait up to ``grace`` seconds: (exit code, seconds it took)."""
