@@ -5,7 +5,8 @@ Each service starts alone, as the dev overlay runs it (tests/workloads.py), agai
 Kafka broker and Tiled server; ready is its /readyz answering 200 (the engine: Kafka reachable,
 the consumers: partitions assigned). Needs podman (or Docker); builds the image first.
 
-Run: python tests/benchmarks/bench_containers.py [--rounds 2] -> one JSON line.
+Run from the repository root: python -m tests.benchmarks.bench_containers [--rounds 2] -> one
+JSON line.
 """
 
 from __future__ import annotations
