@@ -9,6 +9,7 @@ files, all under ``$RUNSTREAM_HOME/tiled``. The API key comes from
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -82,8 +83,11 @@ class LocalTiled:
         tiled = shutil.which("tiled", path=str(Path(sys.executable).parent)) or shutil.which(
             "tiled"
         )
-        if tiled is None:
-            raise TiledError("the 'tiled' command is missing: pip install 'runstream[server]'")
+        if tiled is None or not _server_installed():
+            raise TiledError(
+                "Tiled's server is not installed (runstream's services need only its client): "
+                "pip install 'runstream[server]'"
+            )
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         catalog = self.dir / "catalog.db"
@@ -129,6 +133,14 @@ class LocalTiled:
         (self.dir / "server.json").unlink(missing_ok=True)
         progress("Tiled stopped")
         return True
+
+
+def _server_installed() -> bool:
+    """Whether Tiled's server and its dependencies (the ``server`` extra) are importable."""
+    try:
+        return importlib.util.find_spec("tiled.server.app") is not None
+    except ImportError:  # tiled.server is there, what it imports is not
+        return False
 
 
 def _answers(url: str) -> bool:

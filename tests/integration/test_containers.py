@@ -61,6 +61,12 @@ def test_help_runs_as_a_non_root_user_on_a_read_only_root(image: str) -> None:
     done = c.command("run", "--rm", *ULIMITS, "--read-only", "--user", str(UID), image, "--help")
     assert done.returncode == 0, done.stderr
     assert "engine" in done.stdout and "consume" in done.stdout
+    # Tiled's server is not in this image: one clear line
+    done = c.command("run", "--rm", *ULIMITS, "--read-only", "--user", str(UID), image, "tiled",
+                     "up")  # fmt: skip
+    assert done.returncode != 0
+    assert "runstream: error: Tiled's server is not installed" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> None:
