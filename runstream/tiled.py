@@ -9,6 +9,7 @@ files, all under ``$RUNSTREAM_HOME/tiled``. The API key comes from
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import secrets
@@ -82,8 +83,11 @@ class LocalTiled:
         tiled = shutil.which("tiled", path=str(Path(sys.executable).parent)) or shutil.which(
             "tiled"
         )
-        if tiled is None:
-            raise TiledError("the 'tiled' command is missing: pip install 'tiled[server]'")
+        if tiled is None or not _server_installed():
+            raise TiledError(
+                "Tiled's server is not installed (runstream's services need only its client): "
+                "pip install 'runstream[server]'"
+            )
         data = self.dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         catalog = self.dir / "catalog.db"
@@ -147,6 +151,14 @@ def _origin(url: str) -> tuple[str, int | None]:
     parsed = httpx.URL(url)
     host = "127.0.0.1" if parsed.host in ("localhost", "127.0.0.1", "::1") else parsed.host
     return host, parsed.port
+
+
+def _server_installed() -> bool:
+    """Whether Tiled's server and its dependencies (the ``server`` extra) are importable."""
+    try:
+        return importlib.util.find_spec("tiled.server.app") is not None
+    except ImportError:  # tiled.server is there, what it imports is not
+        return False
 
 
 def _answers(url: str) -> bool:

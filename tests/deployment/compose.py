@@ -17,8 +17,8 @@ from tests.deployment.containers import (
     container_problems,
     listening,
 )
-from tests.deployment.image import IMAGE_ENTRYPOINT, IMAGE_NAME, dockerfile_dirs, image_name
-from tests.deployment.render import COMPOSE_FILE, final_stage, load_healthcheck
+from tests.deployment.image import dockerfile_dirs, image_entrypoint, image_stage
+from tests.deployment.render import COMPOSE_FILE, load_healthcheck
 
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
@@ -51,9 +51,7 @@ def compose_containers(compose: dict, base: Path = COMPOSE_FILE.parent) -> list[
     found = []
     for name, svc in (compose.get("services") or {}).items():
         image = svc.get("image", "")
-        entrypoint = _as_list(svc.get("entrypoint"))
-        if not entrypoint and image_name(image) == IMAGE_NAME:
-            entrypoint = IMAGE_ENTRYPOINT
+        entrypoint = _as_list(svc.get("entrypoint")) or image_entrypoint(image)
         argv = [*entrypoint, *_as_list(svc.get("command"))]
         raw = svc.get("environment") or {}
         if isinstance(raw, list):
@@ -92,7 +90,6 @@ def check_compose(compose: dict, base: Path = COMPOSE_FILE.parent) -> list[str]:
     problems += container_problems(list(containers.values()))
     problems += check_detector_files(list(containers.values()))
     declared = set(compose.get("volumes") or {})
-    image_dirs = dockerfile_dirs()
     for name, svc in services.items():
         c = containers[name]
         for other, condition in _depends(svc).items():
@@ -109,7 +106,7 @@ def check_compose(compose: dict, base: Path = COMPOSE_FILE.parent) -> list[str]:
                 volume = mount.source.partition(":")[2]
                 if volume not in declared:
                     problems.append(f"compose:{name}: volume {volume} is not declared")
-                if c.is_runstream and target not in image_dirs:
+                if c.is_runstream and target not in dockerfile_dirs(image=c.image):
                     problems.append(
                         f"compose:{name}: volume at {target}, which the image does "
                         "not make for its user (the volume would be root's)"
@@ -145,4 +142,4 @@ def _depends(svc: dict) -> dict[str, str]:
 def _has_healthcheck(c: Container, svc: dict) -> bool:
     if "healthcheck" in svc:
         return not svc["healthcheck"].get("disable", False)
-    return c.is_runstream and "HEALTHCHECK" in {i.instruction for i in final_stage()}
+    return c.is_runstream and "HEALTHCHECK" in {i.instruction for i in image_stage(c.image)}

@@ -24,7 +24,7 @@ from tests.deployment.codebase import (
     tiled_env_names,
     tiled_status,
 )
-from tests.deployment.image import IMAGE_NAME, image_name
+from tests.deployment.image import is_ours
 
 #: Variables other than RUNSTREAM_* a runstream container may set: read by libraries or the
 #: image's health check.
@@ -64,7 +64,7 @@ class Container:
 
     @property
     def is_runstream(self) -> bool:
-        return image_name(self.image) == IMAGE_NAME
+        return is_ours(self.image)
 
     @functools.cached_property
     def parsed(self) -> tuple[Any, str | None]:

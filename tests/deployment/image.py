@@ -7,11 +7,18 @@ import json
 import re
 from pathlib import Path
 
-from tests.deployment.render import DOCKERFILE, final_stage, parse_dockerfile
+from tests.deployment.render import DOCKERFILE, Instruction, parse_dockerfile
 
-#: The image's name (any registry, any tag) and its ENTRYPOINT.
+#: The services' image's name (any registry, any tag) and its ENTRYPOINT.
 IMAGE_NAME = "runstream"
 IMAGE_ENTRYPOINT = ["runstream"]
+#: The Tiled server's image, the Dockerfile's target `tiled`.
+TILED_IMAGE_NAME = "runstream-tiled"
+#: Every image the Dockerfile builds: its name, its stage (target), its ENTRYPOINT.
+IMAGES: dict[str, tuple[str, list[str]]] = {
+    IMAGE_NAME: ("runtime", IMAGE_ENTRYPOINT),
+    TILED_IMAGE_NAME: ("tiled", ["tiled"]),
+}
 
 COMPILERS = (
     "build-essential",
@@ -34,11 +41,35 @@ def image_name(image: str) -> str:
     return last.split("@", 1)[0].split(":", 1)[0]
 
 
-def dockerfile_dirs(path: Path = DOCKERFILE) -> set[str]:
-    """Directories the final stage makes and gives to its user."""
+def is_ours(image: str) -> bool:
+    """Whether the Dockerfile builds this image."""
+    return image_name(image) in IMAGES
+
+
+def image_entrypoint(image: str) -> list[str]:
+    """The ENTRYPOINT of an image the Dockerfile builds; [] for any other image."""
+    return IMAGES.get(image_name(image), ("", []))[1]
+
+
+def named_stage(text: str, name: str) -> list[Instruction]:
+    """The stage ``FROM ... AS name``; [] when there is none."""
+    for stage in parse_dockerfile(text):
+        words = stage[0].arguments.split()
+        if len(words) == 3 and words[1].upper() == "AS" and words[2] == name:
+            return stage
+    return []
+
+
+def image_stage(image: str, path: Path = DOCKERFILE) -> list[Instruction]:
+    """The stage that makes this image (one of IMAGES)."""
+    return named_stage(path.read_text(), IMAGES[image_name(image)][0])
+
+
+def dockerfile_dirs(path: Path = DOCKERFILE, image: str = IMAGE_NAME) -> set[str]:
+    """Directories the image's stage makes and gives to its user."""
     made: set[str] = set()
     owned: set[str] = set()
-    final = final_stage(path)
+    final = image_stage(image, path)
     user = next((i.arguments for i in reversed(final) if i.instruction == "USER"), "root")
     for ins in final:
         if ins.instruction == "RUN":
@@ -51,12 +82,26 @@ def dockerfile_dirs(path: Path = DOCKERFILE) -> set[str]:
 
 
 def check_dockerfile(text: str) -> list[str]:
-    """A non-root user, a health check, OCI labels, ``runstream`` as the entrypoint, and no
-    compilers in the image that runs."""
+    """Each image (the services' image, the default and last target, and Tiled's): a non-root
+    user, a health check, OCI labels, its entrypoint, no compilers and nothing from a build
+    stage but the finished environment."""
     stages = parse_dockerfile(text)
     if not stages:
         return ["no FROM"]
-    final = stages[-1]
+    problems = []
+    if named_stage(text, IMAGES[IMAGE_NAME][0]) != stages[-1]:
+        problems.append(f"the last stage is not {IMAGES[IMAGE_NAME][0]!r} (the default target)")
+    for name, (stage_name, entrypoint) in IMAGES.items():
+        stage = named_stage(text, stage_name)
+        if not stage:
+            problems.append(f"no stage {stage_name!r} for the image {name}")
+            continue
+        prefix = "" if name == IMAGE_NAME else f"{name}: "
+        problems += [prefix + p for p in _check_stage(stage, entrypoint)]
+    return problems
+
+
+def _check_stage(final: list[Instruction], entrypoint: list[str]) -> list[str]:
     problems = []
     users = [i.arguments.split(":")[0] for i in final if i.instruction == "USER"]
     if not users or users[-1] in ("root", "0"):
@@ -69,9 +114,11 @@ def check_dockerfile(text: str) -> list[str]:
         if f"org.opencontainers.image.{key}=" not in labels:
             problems.append(f"no org.opencontainers.image.{key} label")
     entry = [i for i in final if i.instruction == "ENTRYPOINT"]
-    if not entry or entry[-1].json() != IMAGE_ENTRYPOINT:
-        problems.append(f"the ENTRYPOINT is not {json.dumps(IMAGE_ENTRYPOINT)} (exec form)")
+    if not entry or entry[-1].json() != entrypoint:
+        problems.append(f"the ENTRYPOINT is not {json.dumps(entrypoint)} (exec form)")
     for ins in final:
+        if ins.instruction == "RUN" and re.search(r"\bpip3? install|-m pip\b", ins.arguments):
+            problems.append("the final stage runs pip")
         if ins.instruction == "RUN" and re.search(
             r"(apt-get|apt|apk|yum|dnf) .*install", ins.arguments
         ):

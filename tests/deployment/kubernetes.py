@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from tests.deployment.containers import Container, Mount, serves
-from tests.deployment.image import IMAGE_ENTRYPOINT, IMAGE_NAME, image_name
+from tests.deployment.image import image_entrypoint
 
 #: Secrets an overlay uses without defining them: the operators create them (see the guide).
 EXTERNAL_SECRETS: dict[str, frozenset[str]] = {
@@ -135,8 +135,7 @@ def k8s_containers(resources: list[dict]) -> list[Container]:
                 mounts[m["mountPath"]] = _mount(
                     volumes.get(m["name"]), m, claims, ns, config_maps, secrets
                 )
-            entrypoint = IMAGE_ENTRYPOINT if image_name(c["image"]) == IMAGE_NAME else []
-            argv = [*(c.get("command") or entrypoint), *c.get("args", [])]
+            argv = [*(c.get("command") or image_entrypoint(c["image"])), *c.get("args", [])]
             where = f"{res['kind']}/{res['metadata']['name']}/{c['name']}"
             found.append(Container(where, c["image"], argv, env, ports, probes, hooks, mounts, ns))
     return found

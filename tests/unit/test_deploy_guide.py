@@ -41,9 +41,8 @@ def test_every_external_secret_is_documented(overlay: str) -> None:
 
 def test_the_guide_says_what_could_not_be_run() -> None:
     text = " ".join(GUIDE_TEXT.replace("\n> ", "\n").split())  # the note is a block quote
-    assert "no Docker engine and no Kubernetes cluster" in text
-    assert "does not build the image" in text
-    assert "apply the manifests to a cluster" in text
+    assert "builds the image with `deploy/build-image`" in text
+    assert "does not start the compose stack or apply the manifests to a cluster" in text
 
 
 def test_the_guide_has_the_commands_and_topics_asked_for() -> None:

@@ -30,10 +30,31 @@ def test_dockerfile_passes() -> None:
     assert check_dockerfile(DOCKERFILE_TEXT) == []
 
 
-def test_two_stages_and_compilers_only_in_the_first() -> None:
-    build, runtime = parse_dockerfile(DOCKERFILE_TEXT)
-    assert any("build-essential" in i.arguments for i in build if i.instruction == "RUN")
-    assert not any("build-essential" in i.arguments for i in runtime)
+def test_build_stages_install_and_image_stages_only_copy_the_environment() -> None:
+    stages = {s[0].arguments.split()[-1]: s for s in parse_dockerfile(DOCKERFILE_TEXT)}
+    assert list(stages) == ["build", "build-tiled", "tiled", "runtime"]
+    # pip from a tool environment installs into /opt/runstream, which never has pip itself
+    pip = "/opt/pip-tool/bin/pip --python /opt/runstream/bin/python install"
+    for build, count in (("build", 2), ("build-tiled", 1)):
+        assert sum(pip in i.arguments for i in stages[build]) == count
+    assert "python -m venv --without-pip /opt/runstream" in stages["build"][2].arguments
+    for image in ("tiled", "runtime"):
+        runs = " ".join(i.arguments for i in stages[image] if i.instruction == "RUN")
+        assert "pip" not in runs.replace("/usr/share/python-wheels", "").replace("pip*", "")
+        assert "rm -rf /usr/share/python-wheels" in runs  # the base's pip goes too
+        (source,) = [i.arguments for i in stages[image] if "--from=" in i.arguments]
+        assert source.endswith("/opt/runstream /opt/runstream")
+
+
+def test_the_build_ca_is_a_secret_mount_of_every_download() -> None:
+    for stage in parse_dockerfile(DOCKERFILE_TEXT):
+        for ins in stage:
+            if ins.instruction == "RUN" and "pip " in ins.arguments and "install" in ins.arguments:
+                assert ins.arguments.startswith(
+                    "--mount=type=secret,id=build-ca,target=/run/build-ca.pem"
+                ), ins.arguments
+                assert "PIP_CERT=/run/build-ca.pem" in ins.arguments
+    assert "build-ca.pem" not in " ".join(i.arguments for i in final_stage())
 
 
 def test_the_build_context_holds_every_file_the_image_copies() -> None:
