@@ -5,7 +5,8 @@ to their run's callbacks (see `router.Router`), and offsets are committed behind
 the start of every run still open in a partition (see `watermark`), so a run
 whose consumer dies is replayed from its start by the next owner. Rebalancing
 is cooperative; a revoked partition's runs are abandoned (their callbacks told)
-after committing what is safe. Bad messages go to ``<topic>.dlq``.
+after committing what is safe. Bad messages go to ``<topic>.dlq``. Messages of
+several partitions are handled in timestamp order (see `ordering`).
 
 Callbacks may have ``tick()`` and ``abandon(reason)`` hooks (`protocols`).
 """
@@ -26,6 +27,7 @@ from .config import ConsumerSettings
 from .deadletter import DeadLetters
 from .health import HealthServer
 from .metrics import ConsumerMetrics
+from .ordering import TimestampMerge
 from .protocols import Factory
 from .router import Router, RoutingError
 from .watermark import PartitionWatermark
@@ -49,6 +51,7 @@ class Runtime:
         self.metrics = ConsumerMetrics()
         self.router = Router(factories, self.metrics, time.monotonic)
         self.watermarks: dict[TopicPart, PartitionWatermark] = {}
+        self.order = TimestampMerge(settings.order_wait)
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
@@ -66,6 +69,7 @@ class Runtime:
             "isolation.level": "read_committed",
             "logger": kafka_logger,
             **extras,
+            "enable.partition.eof": True,  # `ordering` waits for a partition until its end
         }
         common = {k: v for k, v in extras.items() if k.startswith(_ADMIN_PREFIXES)}
         base = {"bootstrap.servers": settings.kafka_bootstrap, "logger": kafka_logger, **common}
@@ -105,7 +109,8 @@ class Runtime:
         next_tick = next_commit = next_idle = next_lag = 0.0
         try:
             while not self._stop.is_set():
-                messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                fetched = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                messages = self.order.arrange(fetched)
                 self._polled = True
                 for msg in messages:
                     self._handle(msg)
@@ -236,6 +241,7 @@ class Runtime:
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for p in partitions:
             self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
+        self.order.assigned((p.topic, p.partition) for p in partitions)
         log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -258,5 +264,6 @@ class Runtime:
             if tp in self._lag_reported:
                 self._lag_reported.discard(tp)
                 self.metrics.lag.remove(tp[0], str(tp[1]))
+        self.order.released(parts)
         if parts:
             log.info("released %s (%s)", ", ".join(f"{t}/{p}" for t, p in parts), reason)

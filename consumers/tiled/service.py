@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..services import ConsumerService
+from .retry import client_retries_off
 from .writer import connect_catalog, tiled_factory
 
 
@@ -25,6 +26,7 @@ def _factories(args: argparse.Namespace) -> list:
         raise ValueError("give --tiled-url or RUNSTREAM_TILED_URL")
     if args.batch_rows < 1 or args.max_latency <= 0:
         raise ValueError("--batch-rows and --max-latency must be positive")
+    client_retries_off()  # the writer's own policy decides (retry.py)
     catalog = connect_catalog(args.tiled_url, os.environ.get("RUNSTREAM_TILED_API_KEY"),
                               args.catalog)  # fmt: skip
     return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event)]
