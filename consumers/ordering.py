@@ -64,7 +64,7 @@ class TimestampMerge:
 
     def arrange(self, messages: list[Message]) -> list[Message]:
         """Take what the consumer fetched; return what may be handled now, in order."""
-        if len(self._buffers) <= 1:  # nothing to merge: only note where the partition is
+        if len(self._buffers) <= 1 and not any(self._buffers.values()):  # nothing to merge
             if messages:
                 self._note_end(messages[-1])
             return messages
