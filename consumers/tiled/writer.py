@@ -10,7 +10,8 @@ with metadata ``{"start": ..., "stop": ...}``; per stream a
 later descriptors in ``_config_updates``) holding an appendable table
 ``internal`` (``seq_num``, ``time``, the data keys, ``ts_<key>``; types as
 pyarrow infers them from the rows) and, beside it, array nodes for internal
-arrays of more than ``MAX_ARRAY_SIZE`` elements and for external data.
+arrays of more than ``max_array_size`` elements (TiledWriter's ``MAX_ARRAY_SIZE``,
+16, by default; smaller ones are list columns of the table) and for external data.
 
 Speed: each append is one HTTP request whatever its size, so rows are batched
 and a batch is written when it is full or when its oldest row is
@@ -59,11 +60,11 @@ DOCUMENT_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, NotImplemented
                    jsonschema.ValidationError)  # fmt: skip
 
 
-def _as_array_node(key: Mapping[str, Any]) -> bool:
+def _as_array_node(key: Mapping[str, Any], max_array_size: int) -> bool:
     """TiledWriter's rule: internal arrays too big for a table cell, or of strings."""
     if "external" in key or key.get("dtype") != "array" or None in key.get("shape", ()):
         return False
-    if 0 <= MAX_ARRAY_SIZE < math.prod(key.get("shape", ())):
+    if 0 <= max_array_size < math.prod(key.get("shape", ())):
         return True
     dtype = key.get("dtype_numpy")
     return bool(dtype) and np.dtype(dtype).kind in "USO"
@@ -98,8 +99,9 @@ class RunWriter:
     """A RunRouter callback writing one run; ``tick`` and ``abandon`` are the runtime's hooks."""
 
     def __init__(self, catalog: Container, batch_rows: int, max_latency: float,
-                 retry: TiledRetry) -> None:  # fmt: skip
+                 retry: TiledRetry, max_array_size: int = MAX_ARRAY_SIZE) -> None:  # fmt: skip
         self.catalog = catalog
+        self.max_array_size = max_array_size
         self.batch_rows = batch_rows
         self.max_latency = max_latency
         self.retry = retry
@@ -196,7 +198,8 @@ class RunWriter:
         # The plain container: our keys are unique by construction, so skip the
         # composite client's checks (three look-ups per write).
         node = getattr(node, "base", node)
-        arrays = [k for k, v in doc.get("data_keys", {}).items() if _as_array_node(v)]
+        keys = doc.get("data_keys", {})
+        arrays = [k for k, v in keys.items() if _as_array_node(v, self.max_array_size)]
         stream = Stream(name, node, arrays)
         self.streams[doc["uid"]] = self.by_name[name] = stream
 
@@ -416,7 +419,13 @@ def connect_catalog(url: str, api_key: str | None, catalog: str) -> Container:
 
 
 def tiled_factory(catalog: Container, batch_rows: int = 10_000, max_latency: float = 0.5,
-                  stopping: threading.Event | None = None) -> Factory:  # fmt: skip
-    """A RunRouter factory giving every run its own `RunWriter`, stopped by ``stopping``."""
+                  stopping: threading.Event | None = None,
+                  max_array_size: int = MAX_ARRAY_SIZE) -> Factory:  # fmt: skip
+    """A RunRouter factory giving every run its own `RunWriter`, stopped by ``stopping``.
+
+    ``max_array_size``: internal arrays with more elements become array nodes, smaller
+    ones list columns of the table (as TiledWriter's); 0 makes every array a node, for
+    table storage without list columns (SQLite, as the local Tiled server's).
+    """
     retry = TiledRetry(stopping or threading.Event())
-    return per_run(lambda: RunWriter(catalog, batch_rows, max_latency, retry))
+    return per_run(lambda: RunWriter(catalog, batch_rows, max_latency, retry, max_array_size))
