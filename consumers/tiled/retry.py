@@ -32,12 +32,7 @@ from typing import TypeVar
 import httpx
 import stamina.instrumentation
 from runstream.schemas.errors import RunstreamError
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    wait_exponential_jitter,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +101,7 @@ class TiledRetry:
         retrying = Retrying(
             retry=retry_if_exception(_retryable),
             stop=give_up,
-            wait=wait_exponential_jitter(initial=FIRST_BACKOFF, max=MAX_BACKOFF, jitter=0.5),
+            wait=wait_exponential(multiplier=FIRST_BACKOFF, max=MAX_BACKOFF) + wait_random(0, 0.5),
             sleep=self.stopping.wait,
             before_sleep=waiting,
             reraise=True,
