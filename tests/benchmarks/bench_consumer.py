@@ -6,7 +6,8 @@ hour), then read from the start by our runtime (validation on) into no-op
 RunRouter callbacks, and by bluesky-kafka's RemoteDispatcher + event-model's
 RunRouter with the same factory, on the same topic.
 
-Run: python tests/benchmarks/bench_consumer.py [--bootstrap B] [--runs 1000]  -> one JSON line.
+Run: python tests/benchmarks/bench_consumer.py [--bootstrap B] [--runs 1000] [--partitions 1]
+-> one JSON line. With several partitions the runtime merges them by timestamp.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ def run_documents(events: int) -> list[tuple[str, dict]]:
     return docs
 
 
-def prepublish(bootstrap: str, topic: str, runs: int, docs_per_run: int) -> int:
+def prepublish(bootstrap: str, topic: str, runs: int, docs_per_run: int, partitions: int) -> int:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(30)
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "compression.type": "lz4",
                          "partitioner": "murmur2_random", "queue.buffering.max.messages": 500_000,
                          "batch.size": 1_000_000})  # fmt: skip
@@ -130,10 +131,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--docs-per-run", type=int, default=1000)
     parser.add_argument("--anchor-runs", type=int, default=200)
+    parser.add_argument("--partitions", type=int, default=1,
+                        help="over 1: the runtime merges the partitions by timestamp")  # fmt: skip
     args = parser.parse_args()
     topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
     began = time.perf_counter()
-    total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run)
+    total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run, args.partitions)
     publish_s = time.perf_counter() - began
     rate = ours(args.bootstrap, topic, args.runs, total)
     anchor_rate = anchor(args.bootstrap, topic, args.anchor_runs, args.docs_per_run)
@@ -142,6 +145,7 @@ def main() -> None:
         "benchmark": "consumer_replay",
         "documents": total,
         "runs": args.runs,
+        "partitions": args.partitions,
         "prepublish_s": round(publish_s, 1),
         "runtime_docs_per_s": round(rate),
         "validation": True,
