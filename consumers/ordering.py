@@ -65,8 +65,8 @@ class TimestampMerge:
     def arrange(self, messages: list[Message]) -> list[Message]:
         """Take what the consumer fetched; return what may be handled now, in order."""
         if len(self._buffers) <= 1 and not any(self._buffers.values()):  # nothing to merge
-            if messages:
-                self._note_end(messages[-1])
+            if messages and self._note_end(messages[-1]):
+                messages.pop()  # the end of the partition: news for the merge only
             return messages
         out: list[Message] = []
         for msg in messages:
@@ -87,15 +87,18 @@ class TimestampMerge:
         self._release(out)
         return out
 
-    def _note_end(self, last: Message) -> None:
+    def _note_end(self, last: Message) -> bool:
+        """Note whether the partition is at its end; True when ``last`` says it is."""
         err = last.error()
-        tp = (last.topic(), last.partition())
-        if tp not in self._buffers:
-            return
         if err is None:
-            self._at_end.discard(tp)
-        elif err.code() == KafkaError._PARTITION_EOF:
+            self._at_end.discard((last.topic(), last.partition()))
+            return False
+        if err.code() != KafkaError._PARTITION_EOF:
+            return False
+        tp = (last.topic(), last.partition())
+        if tp in self._buffers:
             self._at_end.add(tp)
+        return True
 
     def _release(self, out: list[Message]) -> None:
         buffers, at_end = self._buffers, self._at_end

@@ -85,8 +85,8 @@ def test_a_silent_partition_holds_back_at_most_the_wait() -> None:
 
 def test_one_partition_passes_everything_through() -> None:
     merge = _merge(parts=1)
-    batch = [Msg(0, 5), Msg(0, 1), _eof(0)]
-    assert merge.arrange(batch) is batch
+    first, second = Msg(0, 5), Msg(0, 1)
+    assert merge.arrange([first, second, _eof(0)]) == [first, second]
 
 
 def test_a_revoked_partitions_messages_are_dropped_and_the_rest_go_on() -> None:
