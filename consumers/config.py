@@ -22,6 +22,12 @@ class ConsumerSettings(BaseSettings):
     commit_interval: float = Field(1.0, gt=0)
     tick_interval: float = Field(0.2, gt=0)
     batch_size: int = Field(1000, ge=1)
+    order_wait: float = Field(
+        2.0,
+        ge=0,
+        description="Seconds a partition with nothing fetched yet may hold back the others' "
+        "messages, which are handled in timestamp order across partitions.",
+    )
     tune_gc: bool = Field(
         True,
         description="Freeze startup objects and collect young ones less often: every document "

@@ -7,6 +7,7 @@ whose consumer dies is replayed from its start by the next owner. Rebalancing
 is cooperative; a revoked partition's runs are abandoned (their callbacks told)
 after committing what is safe. Bad messages go to ``<topic>.dlq``. Messages
 without our ``v`` header, as bluesky-kafka writes them, are read too (`legacy`).
+Messages of several partitions are handled in timestamp order (see `ordering`).
 
 Callbacks may have ``tick()`` and ``abandon(reason)`` hooks (`protocols`).
 """
@@ -30,6 +31,7 @@ from .deadletter import DeadLetters
 from .health import HealthServer
 from .legacy import LegacyRuns
 from .metrics import ConsumerMetrics
+from .ordering import TimestampMerge
 from .protocols import Factory
 from .router import Router, RoutingError
 from .watermark import PartitionWatermark
@@ -53,6 +55,7 @@ class Runtime:
         self.router = Router(factories, self.metrics, time.monotonic)
         self.watermarks: dict[TopicPart, PartitionWatermark] = {}
         self.legacy = LegacyRuns()
+        self.order = TimestampMerge(settings.order_wait)
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
         self._last_loop = time.monotonic()
         self._polled = False
@@ -74,6 +77,7 @@ class Runtime:
             "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 4),
             "isolation.level": "read_committed",
             **client,
+            "enable.partition.eof": True,  # `ordering` waits for a partition until its end
         }
         try:
             self.consumer = Consumer(self._conf)
@@ -113,7 +117,8 @@ class Runtime:
         next_tick = next_commit = next_idle = next_lag = 0.0
         try:
             while not self._stop.is_set():
-                messages = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                fetched = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                messages = self.order.arrange(fetched)
                 self._polled = True
                 if any(msg.error() is None for msg in messages):
                     self.connection.connected()
@@ -271,6 +276,7 @@ class Runtime:
         self.connection.connected()
         for p in partitions:
             self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
+        self.order.assigned((p.topic, p.partition) for p in partitions)
         log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
 
     def _revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -295,5 +301,6 @@ class Runtime:
             if tp in self._lag_reported:
                 self._lag_reported.discard(tp)
                 self.metrics.lag.remove(tp[0], str(tp[1]))
+        self.order.released(parts)
         if parts:
             log.info("released %s (%s)", ", ".join(f"{t}/{p}" for t, p in parts), reason)

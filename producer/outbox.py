@@ -7,7 +7,8 @@ Layout of an outbox directory::
     refused/<run>.log         documents Kafka can never take (oversize, no run): kept, not sent
     lock                      flock held by the one publisher using this outbox
 
-A record is ``u32 length | u32 crc32 | msgpack [id, run, name, seq, key, headers, value]``.
+A record is ``u32 length | u32 crc32 | msgpack [id, run, name, seq, key, headers, value,
+timestamp]`` (the Kafka timestamp in ms; records of older outboxes lack it and go with 0).
 The RunEngine's thread appends with one ``write`` (so a SIGKILL of the engine
 loses nothing that was emitted: the bytes are in the kernel); the delivery
 thread reads the segments back in order, fsyncs by policy (a synced segment is
@@ -59,18 +60,20 @@ class Record:
     key: bytes
     headers: list[tuple[str, bytes]]
     value: bytes
+    timestamp: int = 0  # ms since the epoch; 0: the broker's clock at produce time
 
     def frame(self) -> bytes:
         body = msgpack.packb(
-            [self.id, self.run, self.name, self.seq, self.key, self.headers, self.value],
+            [self.id, self.run, self.name, self.seq, self.key, self.headers, self.value,
+             self.timestamp],
             use_bin_type=True,
-        )
+        )  # fmt: skip
         return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
     @classmethod
     def parse(cls, body: bytes) -> Record:
-        rid, run, name, seq, key, headers, value = msgpack.unpackb(body, raw=False)
-        return cls(rid, run, name, seq, key, [tuple(h) for h in headers], value)
+        rid, run, name, seq, key, headers, value, *stamp = msgpack.unpackb(body, raw=False)
+        return cls(rid, run, name, seq, key, [tuple(h) for h in headers], value, *stamp[:1])
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, bytes]]:

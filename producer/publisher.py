@@ -5,7 +5,10 @@ numbered (``seq``, per run), encoded, and appended to the outbox with one write:
 microseconds. A delivery thread reads the outbox back in order, hands records to
 an idempotent librdkafka producer (``acks=all``, Java-compatible murmur2
 partitioning, no delivery timeout) and moves the outbox's watermark as Kafka
-acknowledges them. While the broker is down the outbox grows; when it returns
+acknowledges them. Each message's timestamp is when the engine emitted it, never
+earlier than the one before, and a start's strictly later: consumers merging
+partitions by timestamp see runs start in the engine's order (`consumers.ordering`).
+While the broker is down the outbox grows; when it returns
 the outbox drains in order. A publisher started on the outbox of one that died
 re-sends what was not acknowledged and closes every run left open with an abort
 stop document.
@@ -131,6 +134,7 @@ class KafkaPublisher:
         self._index = schemas.RunIndex()
         self._next_seq: dict[str, int] = {}
         self._next_id = self.outbox.last_id + 1
+        self._last_stamp = 0  # ms: the Kafka timestamp of the last record appended
         self._limit = max_message_bytes - ENVELOPE_ROOM
         self._over_bound_logged = 0.0
         self._lock = threading.Lock()  # appends: the RunEngine's thread and recovery
@@ -212,7 +216,9 @@ class KafkaPublisher:
         seq = self._next_seq.get(run, 0)
         self._next_seq[run] = seq + 1
         headers = schemas.Headers(doc=name, run=run, seq=seq, producer=self.producer_id)
-        record = Record(self._next_id, run, name, seq, run.encode(), headers.to_kafka(), value)
+        stamp = max(time.time_ns() // 1_000_000, self._last_stamp + (name == "start"))
+        record = Record(self._next_id, run, name, seq, run.encode(), headers.to_kafka(), value,
+                        stamp)  # fmt: skip
         if refuse is None and len(value) > self._limit:
             refuse = f"oversize: {len(value)} bytes, the topic takes {self._limit}"
         if refuse is not None:
@@ -221,6 +227,7 @@ class KafkaPublisher:
             log.error("run %s: %s (seq %d) not sent, %s; kept in %s", run, name, seq, refuse, path)
             return
         self._next_id += 1
+        self._last_stamp = stamp
         size = self.outbox.append(record)
         if self._direct and self._produce(record):
             self._next_send = record.id + 1
@@ -329,6 +336,7 @@ class KafkaPublisher:
                 key=record.key,
                 value=record.value,
                 headers=record.headers,
+                timestamp=record.timestamp,
                 on_delivery=lambda err, msg, rid=record.id: self._delivered(err, rid),
             )
         except BufferError:

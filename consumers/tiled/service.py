@@ -31,6 +31,10 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows per table write at most (default 10000)")  # fmt: skip
     parser.add_argument("--max-latency", type=float, default=0.5,
                         help="seconds a row may wait to be written (default 0.5)")  # fmt: skip
+    parser.add_argument("--max-array-size", type=int,
+                        help="internal arrays with more elements become array nodes, "
+                        "smaller ones table columns (default: TiledWriter's, 16); 0: all "
+                        "arrays as nodes, for SQLite table storage (the local server)")  # fmt: skip
 
 
 def _factories(args: argparse.Namespace) -> list:
@@ -43,10 +47,13 @@ def _factories(args: argparse.Namespace) -> list:
         raise ValueError("give --tiled-url or RUNSTREAM_TILED_URL")
     if args.batch_rows < 1 or args.max_latency <= 0:
         raise ValueError("--batch-rows and --max-latency must be positive")
+    if args.max_array_size is not None and args.max_array_size < 0:
+        raise ValueError("--max-array-size must be 0 or more")
     from .writer import tiled_factory  # Tiled's clients load in seconds: only when used
 
     catalog = _connect(url, _api_key(args, url, settings), args.catalog)
-    return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event)]
+    arrays = {} if args.max_array_size is None else {"max_array_size": args.max_array_size}
+    return [tiled_factory(catalog, args.batch_rows, args.max_latency, args.stop_event, **arrays)]
 
 
 def _api_key(args: argparse.Namespace, url: str, settings: TiledWriterSettings) -> str | None:

@@ -1,27 +1,34 @@
-"""Per-run Tiled writers in the layout of bluesky-tiled-plugins' TiledWriter.
+"""Per-run Tiled writers that write the catalog bluesky-tiled-plugins' TiledWriter writes.
 
-Layout: a ``BlueskyRun`` 3.0 container keyed by the start uid with metadata
-``{"start": ..., "stop": ...}``; per stream a ``BlueskyEventStream`` 3.0 +
-``composite`` container (the descriptor as metadata) holding an appendable
-table ``internal`` with ``seq_num``, ``time``, the data keys and ``ts_<key>``.
+Every document first goes through the reference's own ``RunNormalizer`` (the one
+TiledWriter puts in front of its writer; see `Normalizer` for the one check it
+skips), so the metadata is the reference's:
+``dtype_numpy`` on every data key, reserved keys renamed, resources and datums
+turned into stream resources and datums, its notes in the run's ``notes``.
+Layout, as TiledWriter's: a ``BlueskyRun`` 3.0 container keyed by the start uid
+with metadata ``{"start": ..., "stop": ...}``; per stream a
+``BlueskyEventStream`` 3.0 + ``composite`` container (the descriptor as metadata,
+later descriptors in ``_config_updates``) holding an appendable table
+``internal`` (``seq_num``, ``time``, the data keys, ``ts_<key>``; types as
+pyarrow infers them from the rows) and, beside it, array nodes for internal
+arrays of more than ``max_array_size`` elements (TiledWriter's ``MAX_ARRAY_SIZE``,
+16, by default; smaller ones are list columns of the table) and for external data.
 
 Speed: each append is one HTTP request whatever its size, so rows are batched
-column-wise and a batch is written when it is full or when its oldest row is
+and a batch is written when it is full or when its oldest row is
 ``max_latency`` old (checked on the runtime's ``tick``): live runs show up
-within about a second, replays go in large batches. Event pages extend the
-columns as they are, never unpacked into events.
+within about a second, replays go in large batches.
 
 Exactly once: the runtime replays an unfinished run from its start, so at a
 start document a run already complete in Tiled is skipped, and a run left
 half-written (no stop) is deleted and written again from the start.
-
-External data (detector files) goes through `external.ExternalData` and lands
-as array nodes beside the table, flushed with the stream's rows.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,8 +36,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import jsonschema
 import numpy as np
 import pyarrow as pa
+from bluesky_tiled_plugins.utils import truncate_json_overflow
+from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RunNormalizer
+from event_model import DocumentNames
 from tiled.client import from_uri
 from tiled.client.container import Container
 from tiled.client.utils import handle_error
@@ -38,87 +49,121 @@ from tiled.structures.core import Spec
 from tiled.utils import safe_json_dump
 
 from ..protocols import Factory, per_run
-from .external import ASSET_DOCUMENTS, EXTERNAL_ERRORS, ExternalArray, ExternalData
-from .retry import with_retry
+from .external import ExternalArray, ExternalData
+from .retry import TiledRetry, WriterStoppingError
 
 log = logging.getLogger(__name__)
 
 RUN_SPEC = Spec("BlueskyRun", version="3.0")
 STREAM_SPECS = [Spec("BlueskyEventStream", version="3.0"), Spec("composite")]
 CATALOG_SPEC = Spec("CatalogOfBlueskyRuns", version="3.0")
+#: What the normalizer or a consolidator raises on documents it cannot place.
+DOCUMENT_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError,
+                   jsonschema.ValidationError)  # fmt: skip
 
 
-def _arrow_type(key: Mapping[str, Any]) -> pa.DataType:
-    """Columns typed by the descriptor's kind, numbers always as float64.
+class Normalizer(RunNormalizer):
+    """TiledWriter's normalizer, as it is, but for one check: the events it emits are not
+    validated against event-model's schema a second time. The runtime validated every
+    document as it arrived, and an event comes out as a subset of the one that went in;
+    that check was 80% of the writer's time per event."""
 
-    A descriptor may call a motor ``integer`` that reads floats once it moves
-    (ophyd.sim, declare_stream): float64 holds both.
-    """
-    return {"boolean": pa.bool_(), "string": pa.string()}.get(key.get("dtype"), pa.float64())
+    def emit(self, name: Any, doc: dict[str, Any]) -> None:
+        if name is DocumentNames.event or name == "event":
+            self.dispatcher.process(name, doc)
+        else:
+            super().emit(name, doc)
 
 
-def _cell(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
+def _as_array_node(key: Mapping[str, Any], max_array_size: int) -> bool:
+    """TiledWriter's rule: internal arrays too big for a table cell, or of strings."""
+    if "external" in key or key.get("dtype") != "array" or None in key.get("shape", ()):
+        return False
+    if 0 <= max_array_size < math.prod(key.get("shape", ())):
+        return True
+    dtype = key.get("dtype_numpy")
+    return bool(dtype) and np.dtype(dtype).kind in "USO"
 
 
 @dataclass
 class Stream:
     name: str
     node: Container
-    keys: list[str]  # table columns
-    array_keys: dict[str, list[int]]  # data keys with a shape: array nodes, by shape
-    schema: pa.Schema
-    columns: dict[str, list] = field(default_factory=dict)
+    array_keys: list[str]  # internal data keys written as array nodes beside the table
+    rows: list[dict[str, Any]] = field(default_factory=list)
     oldest: float = 0.0
     table: Any = None
+    schema: pa.Schema | None = None
     arrays: dict[str, Any] = field(default_factory=dict)
+    dims: dict[int, str] = field(default_factory=dict)  # array dimension names by size
+    config_updates: list[dict[str, Any]] = field(default_factory=list)
     rows_written: int = 0
-
-    def __post_init__(self) -> None:
-        self.columns = {f.name: [] for f in self.schema}
-        self.columns.update({k: [] for k in self.array_keys})
 
     @property
     def pending(self) -> int:
-        return len(self.columns["seq_num"])
+        return len(self.rows)
+
+    def dims_of(self, shape: tuple[int, ...]) -> tuple[str, ...]:
+        """TiledWriter's names: ``time``, then one name per distinct size in the stream."""
+        for size in shape[1:]:
+            self.dims.setdefault(size, f"dim_int_{len(self.dims) + 1}")
+        return ("time", *(self.dims[size] for size in shape[1:]))
 
 
 class RunWriter:
     """A RunRouter callback writing one run; ``tick`` and ``abandon`` are the runtime's hooks."""
 
     def __init__(self, catalog: Container, batch_rows: int, max_latency: float,
-                 stopping: threading.Event) -> None:  # fmt: skip
+                 retry: TiledRetry, max_array_size: int = MAX_ARRAY_SIZE) -> None:  # fmt: skip
         self.catalog = catalog
+        self.max_array_size = max_array_size
         self.batch_rows = batch_rows
         self.max_latency = max_latency
-        self.stopping = stopping
+        self.retry = retry
         self.uid = "?"
         self.node: Container | None = None
         self.skip = False
+        self.access_tags: list[str] | None = None
         self.streams: dict[str, Stream] = {}  # by descriptor uid
         self.by_name: dict[str, Stream] = {}
+        self.data_keys: dict[str, Any] = {}
+        self.notes: list[str] = []  # what TiledWriter's writer notes, in the run's "notes"
         self.errors: list[str] = []
         self.external = ExternalData(self._external_arrived)
+        self.normalizer = Normalizer()
+        self.normalizer.subscribe(self._normalized)
 
     def _retry(self, call: Callable[[], Any], what: str) -> Any:
-        return with_retry(call, what, self.uid, self.stopping)
+        return self.retry(call, what, self.uid)
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
         if self.skip:
             return
-        if name in ASSET_DOCUMENTS:
-            self._external(self.external.asset, name, doc)
+        try:
+            self.normalizer(name, doc)
+        except WriterStoppingError:
+            raise
+        except DOCUMENT_ERRORS as exc:
+            self._record_error(f"{name} {doc.get('uid', '')}: {type(exc).__name__}: {exc}")
+            if name == "stop" and self.node is not None and not self.skip:
+                self._stop(copy.deepcopy(dict(doc)))  # as emitted: the run still ends
+
+    def _normalized(self, name: str, doc: dict[str, Any]) -> None:
+        """The normalizer's documents, copies of the emitted ones: ours to change."""
+        if self.skip:
             return
-        handler = getattr(self, f"_{name}", None)
-        if handler is not None:
-            handler(doc)
+        getattr(self, f"_{name}")(doc)
 
-    # -- documents --------------------------------------------------------------
+    # -- documents, normalized --------------------------------------------------
 
-    def _start(self, doc: Mapping[str, Any]) -> None:
+    def _start(self, doc: dict[str, Any]) -> None:
         """Create the run; only when it exists already (a replay) look at what is there."""
         self.uid = uid = doc["uid"]
-        node = self._create_run(doc)
+        self.access_tags = doc.pop("tiled_access_tags", None)
+        extra = doc.pop("tiled_specs", None) or []
+        specs = [*(Spec(s) if isinstance(s, str) else Spec(**s) for s in extra), RUN_SPEC]
+        metadata = {"start": truncate_json_overflow(doc)}
+        node = self._create_run(uid, metadata, specs)
         if node is None:
             existing = self._retry(lambda: self.catalog[uid], "read")
             if existing.metadata.get("stop") is not None:
@@ -130,17 +175,17 @@ class RunWriter:
                 lambda: self.catalog.delete_contents(uid, recursive=True, external_only=False),
                 "delete",
             )
-            node = self._create_run(doc)
+            node = self._create_run(uid, metadata, specs)
             if node is None:
                 raise RuntimeError(f"run {uid} is in Tiled again right after its deletion")
         self.node = node
 
-    def _create_run(self, doc: Mapping[str, Any]) -> Container | None:
+    def _create_run(self, uid: str, metadata: dict, specs: list[Spec]) -> Container | None:
         """The new run container, or None when the key is taken (HTTP 409)."""
         try:
             return self._retry(
-                lambda: self.catalog.create_container(key=doc["uid"], specs=[RUN_SPEC],
-                                                      metadata={"start": dict(doc)}),
+                lambda: self.catalog.create_container(key=uid, metadata=metadata, specs=specs,
+                                                      access_tags=self.access_tags),
                 "create run",
             )  # fmt: skip
         except httpx.HTTPStatusError as exc:
@@ -148,76 +193,69 @@ class RunWriter:
                 return None
             raise
 
-    def _descriptor(self, doc: Mapping[str, Any]) -> None:
+    def _descriptor(self, doc: dict[str, Any]) -> None:
         assert self.node is not None
-        name = doc.get("name", "primary")
-        self._external(self.external.descriptor, doc)
-        if name in self.by_name:  # a configuration update of a known stream
-            self.streams[doc["uid"]] = self.by_name[name]
+        name = doc["name"]
+        self.data_keys.update(doc.get("data_keys", {}))
+        self.external.descriptor(doc)
+        stream = self.by_name.get(name)
+        if stream is not None:  # a configuration update of a known stream
+            self._config_update(stream, doc)
+            self.streams[doc["uid"]] = stream
             return
-        data_keys = doc.get("data_keys", {})
-        internal = {k: v for k, v in data_keys.items() if v.get("external") is None}
-        arrays = {k: list(v["shape"]) for k, v in internal.items() if v.get("shape")}
-        keys = [k for k in internal if k not in arrays]
-        fields = [pa.field("seq_num", pa.int64()), pa.field("time", pa.float64())]
-        fields += [pa.field(k, _arrow_type(data_keys[k])) for k in keys]
-        fields += [pa.field(f"ts_{k}", pa.float64()) for k in keys]
         metadata = {k: v for k, v in doc.items() if k not in ("name", "object_keys", "run_start")}
         node = self._retry(
-            lambda: self.node.create_container(key=name, metadata=metadata, specs=STREAM_SPECS),
+            lambda: self.node.create_container(key=name, specs=STREAM_SPECS,
+                                               metadata=truncate_json_overflow(metadata),
+                                               access_tags=self.access_tags),
             f"create stream {name}",
-        )
+        )  # fmt: skip
         # The plain container: our keys are unique by construction, so skip the
         # composite client's checks (three look-ups per write).
         node = getattr(node, "base", node)
-        stream = Stream(name, node, keys, arrays, pa.schema(fields))
+        keys = doc.get("data_keys", {})
+        arrays = [k for k, v in keys.items() if _as_array_node(v, self.max_array_size)]
+        stream = Stream(name, node, arrays)
         self.streams[doc["uid"]] = self.by_name[name] = stream
 
-    def _receiving(self, doc: Mapping[str, Any], external: Callable[..., None]) -> Stream:
-        """The stream an event (page) adds rows to, its clock started, its datum ids passed on."""
+    def _config_update(self, stream: Stream, doc: dict[str, Any]) -> None:
+        update: dict[str, Any] = {"uid": doc["uid"], "time": doc["time"]}
+        if doc.get("configuration"):
+            update["configuration"] = doc["configuration"]
+        stream.config_updates.append(update)
+        metadata = {"_config_updates": truncate_json_overflow(stream.config_updates)}
+        self._retry(lambda: stream.node.update_metadata(metadata=metadata, drop_revision=True),
+                    f"update stream {stream.name}")  # fmt: skip
+
+    def _event(self, doc: dict[str, Any]) -> None:
+        """An event with its internal data only (the normalizer passes datums on apart)."""
         stream = self.streams[doc["descriptor"]]
-        if not stream.pending:
-            self._mark(stream)
-        if self.external.external_keys.get(doc["descriptor"]):
-            self._external(external, doc)
-        return stream
-
-    def _event(self, doc: Mapping[str, Any]) -> None:
-        stream = self._receiving(doc, self.external.event)
-        columns, data, stamps = stream.columns, doc["data"], doc["timestamps"]
-        columns["seq_num"].append(doc["seq_num"])
-        columns["time"].append(doc["time"])
-        for k in stream.keys:
-            columns[k].append(_cell(data.get(k)))
-            columns[f"ts_{k}"].append(stamps.get(k))
-        for k in stream.array_keys:
-            columns[k].append(data.get(k))
+        self._mark(stream)
+        row = {"seq_num": doc["seq_num"], "time": doc["time"], **doc["data"]}
+        row.update({f"ts_{k}": v for k, v in doc["timestamps"].items()})
+        stream.rows.append(row)
         if stream.pending >= self.batch_rows:
             self._flush(stream)
 
-    def _event_page(self, page: Mapping[str, Any]) -> None:
-        stream = self._receiving(page, self.external.event_page)
-        rows = len(page["seq_num"])
-        columns, data, stamps = stream.columns, page["data"], page["timestamps"]
-        columns["seq_num"].extend(page["seq_num"])
-        columns["time"].extend(page["time"])
-        for k in stream.keys:
-            values = data.get(k, [None] * rows)
-            columns[k].extend(_cell(v) for v in values)
-            columns[f"ts_{k}"].extend(stamps.get(k, [None] * rows))
-        for k in stream.array_keys:
-            columns[k].extend(data.get(k, [None] * rows))
-        if stream.pending >= self.batch_rows:
-            self._flush(stream)
+    def _stream_resource(self, doc: dict[str, Any]) -> None:
+        self.external.stream_resource(doc)
 
-    def _stop(self, doc: Mapping[str, Any]) -> None:
-        self._external(self.external.stop, doc)
+    def _stream_datum(self, doc: dict[str, Any]) -> None:
+        try:
+            self.external.stream_datum(doc)
+        except DOCUMENT_ERRORS as exc:
+            self._record_error(f"external data: {type(exc).__name__}: {exc}")
+
+    def _stop(self, doc: dict[str, Any]) -> None:
+        notes = doc.pop("_run_normalizer_notes", [])
         self._flush_all()
-        update = {"stop": dict(doc)}
+        notes = list(dict.fromkeys(notes + self.notes))
+        update: dict[str, Any] = {"stop": doc, **({"notes": notes} if notes else {})}
         if self.errors:
             update["runstream"] = {"errors": self.errors}
         assert self.node is not None
-        self._retry(lambda: self.node.update_metadata(metadata=update), "write stop")
+        self._retry(lambda: self.node.update_metadata(metadata=update, drop_revision=True),
+                    "write stop")  # fmt: skip
 
     # -- runtime hooks ------------------------------------------------------------
 
@@ -251,50 +289,80 @@ class RunWriter:
     def _flush_rows(self, stream: Stream) -> None:
         if not stream.pending:
             return
-        columns = stream.columns
-        stream.columns = {name: [] for name in columns}
-        seqs = columns["seq_num"]
+        rows, stream.rows = stream.rows, []
+        seqs = f"seq_num {rows[0]['seq_num']}-{rows[-1]['seq_num']}"
         try:
-            arrays = {
-                k: self._stack(columns.pop(k), shape) for k, shape in stream.array_keys.items()
-            }
-            table = pa.table(columns, schema=stream.schema)
+            arrays = {k: self._stack(stream, k, [row.pop(k) for row in rows if k in row])
+                      for k in stream.array_keys}  # fmt: skip
+            table = self._table(stream, rows)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-            self._record_error(f"stream {stream.name}: rows seq_num {seqs[0]}-{seqs[-1]} do not "
-                               f"fit the descriptor's data keys: {exc}")  # fmt: skip
+            self._record_error(f"stream {stream.name}: rows {seqs} do not fit the descriptor's "
+                               f"data keys: {exc}")  # fmt: skip
             return
         try:
             self._write(stream, table, arrays)
         except httpx.HTTPStatusError as exc:
-            self._record_error(f"stream {stream.name}: rows seq_num {seqs[0]}-{seqs[-1]} "
-                               f"refused by Tiled: {exc}")  # fmt: skip
+            self._record_error(f"stream {stream.name}: rows {seqs} refused by Tiled: {exc}")
 
-    @staticmethod
-    def _stack(values: list, shape: list[int]) -> np.ndarray:
-        array = np.asarray(values, dtype=float)
-        if array.shape[1:] != tuple(shape):
-            raise ValueError(f"values of shape {array.shape[1:]}, the descriptor says {shape}")
+    def _table(self, stream: Stream, rows: list[dict[str, Any]]) -> pa.Table:
+        """The rows as TiledWriter makes them (types inferred); later batches in the first's."""
+        table = pa.Table.from_pylist(rows)
+        if stream.schema is None:
+            schema = table.schema
+            for i, f in enumerate(schema):  # columns of nothing but None: strings
+                if pa.types.is_null(f.type):
+                    schema = schema.set(i, f.with_type(pa.string()))
+                elif pa.types.is_list(f.type) and pa.types.is_null(f.type.value_type):
+                    schema = schema.set(i, f.with_type(pa.list_(pa.string())))
+            stream.schema = schema
+        if table.schema != stream.schema:
+            table = table.select(stream.schema.names).cast(stream.schema)
+        return table
+
+    def _stack(self, stream: Stream, key: str, values: list) -> np.ndarray | None:
+        if not values:
+            return None
+        node = stream.arrays.get(key)
+        dtype = node.dtype if node is not None else self.data_keys[key].get("dtype_numpy")
+        if dtype is not None and np.dtype(dtype).kind == "O":
+            dtype = None
+        array = np.array(values, dtype=dtype)
+        shape = tuple(self.data_keys[key].get("shape", ()))
+        if array.shape[1:] != shape:
+            raise ValueError(f"{key}: values of shape {array.shape[1:]}, the descriptor says "
+                             f"{list(shape)}")  # fmt: skip
         return array
 
-    def _write(self, stream: Stream, table: pa.Table, arrays: dict[str, np.ndarray]) -> None:
-        if stream.table is None:
-            stream.table = self._retry(
-                lambda: stream.node.create_appendable_table(schema=stream.schema, key="internal"),
-                f"create table {stream.name}",
-            )
+    def _write(self, stream: Stream, table: pa.Table, arrays: dict[str, np.ndarray | None]) -> None:
         first = table["seq_num"][0].as_py()
         for key, array in arrays.items():
-            self._write_array(stream, key, array)
+            if array is not None:
+                self._write_array(stream, key, array)
+        if stream.table is None:
+            metadata = {k: v for k, v in self.data_keys.items() if k in table.column_names}
+            stream.table = self._retry(
+                lambda: stream.node.create_appendable_table(
+                    schema=stream.schema, key="internal", access_tags=self.access_tags,
+                    metadata=truncate_json_overflow(metadata)),
+                f"create table {stream.name}",
+            )  # fmt: skip
         self._retry(lambda: self._append_once(stream, table, first), f"append to {stream.name}")
         stream.rows_written += table.num_rows
 
     def _write_array(self, stream: Stream, key: str, array: np.ndarray) -> None:
-        """Array data keys as array nodes beside the table, extended batch by batch."""
+        """Internal arrays as array nodes beside the table, extended batch by batch."""
         node = stream.arrays.get(key)
         if node is None:
+            metadata = {**truncate_json_overflow(self.data_keys[key]),
+                        "dtype_numpy": str(array.dtype)}  # fmt: skip
             stream.arrays[key] = self._retry(
-                lambda: stream.node.write_array(array, key=key), f"write array {key}"
-            )
+                lambda: stream.node.write_array(array, key=key, metadata=metadata,
+                                                dims=stream.dims_of(array.shape),
+                                                access_tags=self.access_tags),
+                f"write array {key}",
+            )  # fmt: skip
+            self.notes.append(f"Internal array data for '{key}' in stream '{stream.name}' "
+                              "written as zarr.")  # fmt: skip
             return
         # At the table's row count: a retried patch rewrites the same rows, never adds.
         offset = (stream.rows_written,) + (0,) * (array.ndim - 1)
@@ -309,7 +377,8 @@ class RunWriter:
         if array.node is None:
             array.node = self._retry(
                 lambda: stream.node.new(source.structure_family, [source], key=array.data_key,
-                                        metadata=array.consolidator.metadata, specs=[]),
+                                        metadata=array.consolidator.metadata, specs=[],
+                                        access_tags=self.access_tags),
                 f"register external {array.data_key}",
             )  # fmt: skip
             array.data_source_id = self._retry(
@@ -350,13 +419,6 @@ class RunWriter:
         if stream is not None:
             self._mark(stream)
 
-    def _external(self, handler: Callable[..., None], *args: Any) -> None:
-        """External documents the normalizer or a consolidator cannot place are the run's errors."""
-        try:
-            handler(*args)
-        except EXTERNAL_ERRORS as exc:
-            self._record_error(f"external data: {type(exc).__name__}: {exc}")
-
     def _record_error(self, message: str) -> None:
         log.error("run %s: %s", self.uid, message)
         self.errors.append(message)
@@ -372,7 +434,13 @@ def connect_catalog(url: str, api_key: str | None, catalog: str) -> Container:
 
 
 def tiled_factory(catalog: Container, batch_rows: int = 10_000, max_latency: float = 0.5,
-                  stopping: threading.Event | None = None) -> Factory:  # fmt: skip
-    """A RunRouter factory giving every run its own `RunWriter`."""
-    stop = stopping or threading.Event()
-    return per_run(lambda: RunWriter(catalog, batch_rows, max_latency, stop))
+                  stopping: threading.Event | None = None,
+                  max_array_size: int = MAX_ARRAY_SIZE) -> Factory:  # fmt: skip
+    """A RunRouter factory giving every run its own `RunWriter`, stopped by ``stopping``.
+
+    ``max_array_size``: internal arrays with more elements become array nodes, smaller
+    ones list columns of the table (as TiledWriter's); 0 makes every array a node, for
+    table storage without list columns (SQLite, as the local Tiled server's).
+    """
+    retry = TiledRetry(stopping or threading.Event())
+    return per_run(lambda: RunWriter(catalog, batch_rows, max_latency, retry, max_array_size))

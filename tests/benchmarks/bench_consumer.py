@@ -12,6 +12,9 @@ Scaling out: ``--members 1 2`` replays one backlog (over ``--partitions``, defau
 once per count, each time with a new group of that many ``runstream``-runtime
 processes; the figure is the group's documents/s from its first document to its
 last stop, and the baseline is the first count, measured in the same run.
+
+Without --members: ``--partitions`` (default 1) spreads the backlog; over 1 the
+runtime merges the partitions by timestamp.
 """
 
 from __future__ import annotations
@@ -236,19 +239,22 @@ def main() -> None:
         metavar="N",
         help="replay with groups of N processes instead (e.g. --members 1 2)",
     )
-    parser.add_argument("--partitions", type=int, default=6, help="with --members")
+    parser.add_argument("--partitions", type=int,
+                        help="6 with --members, else 1 (over 1: merged by timestamp)")  # fmt: skip
     parser.add_argument("--member-of", help=argparse.SUPPRESS)  # a member process: its group
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.member_of:
         member(args.bootstrap, args.topic, args.member_of)
         return
+    if args.partitions is None:
+        args.partitions = 6 if args.members else 1
     if args.members:
         scale_out(args)
         return
     topic = f"bench-{uuid.uuid4().hex[:8]}.bluesky.runengine.documents"
     began = time.perf_counter()
-    total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run)
+    total = prepublish(args.bootstrap, topic, args.runs, args.docs_per_run, args.partitions)
     publish_s = time.perf_counter() - began
     rate = ours(args.bootstrap, topic, args.runs, total)
     anchor_rate = anchor(args.bootstrap, topic, args.anchor_runs, args.docs_per_run)
@@ -257,6 +263,7 @@ def main() -> None:
         "benchmark": "consumer_replay",
         "documents": total,
         "runs": args.runs,
+        "partitions": args.partitions,
         "prepublish_s": round(publish_s, 1),
         "runtime_docs_per_s": round(rate),
         "validation": True,

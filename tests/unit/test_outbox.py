@@ -175,3 +175,12 @@ def test_unreadable_state_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(OutboxError, match="unreadable"):
         Outbox(tmp_path)
+
+
+def test_a_record_keeps_its_kafka_timestamp_and_older_frames_still_parse() -> None:
+    import msgpack
+
+    stamped = Record(1, "R", "start", 0, b"R", [("doc", b"start")], b"v", 1_700_000_000_123)
+    assert Record.parse(stamped.frame()[8:]) == stamped
+    old = msgpack.packb([2, "R", "event", 1, b"R", [["doc", b"event"]], b"v"], use_bin_type=True)
+    assert Record.parse(old).timestamp == 0  # the broker stamps it, as before
