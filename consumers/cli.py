@@ -14,7 +14,7 @@ from runstream.schemas.errors import CommandError
 
 from .config import ConsumerSettings
 from .runtime import Runtime
-from .services import load_factory, services
+from .services import ConsumerService, load_factory, services
 
 log = logging.getLogger(__name__)
 
@@ -90,16 +90,22 @@ def run_until_signalled(runtime: Runtime) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list]) -> int:
+def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list],
+         service: ConsumerService | None = None) -> int:  # fmt: skip
     args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
     try:
         settings = settings_from(args)
         factories = factories_of(args)
         runtime = Runtime(settings, factories, args.stop_event)
+        detach = service.attach(args, runtime) if service and service.attach else None
     except ValueError as exc:
         print(f"runstream consume: error: {exc}", file=sys.stderr)
         return 2
-    return run_until_signalled(runtime)
+    try:
+        return run_until_signalled(runtime)
+    finally:
+        if detach is not None:
+            detach()
 
 
 def _generic_factories(args: argparse.Namespace) -> list:
@@ -126,4 +132,4 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = kinds.add_parser(service.name, help=service.help, description=service.help)
         _common(p)
         service.add_arguments(p)
-        p.set_defaults(func=lambda args, s=service: _run(args, s.factories))
+        p.set_defaults(func=lambda args, s=service: _run(args, s.factories, s))
