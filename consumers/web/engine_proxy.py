@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT = 10.0
 Control = Literal["pause", "resume", "stop", "abort", "halt"]
+Auth = Annotated[str | None, Header(description="Bearer token, passed on to the engine")]
 
 
 def create_router(engine_url: str) -> APIRouter:
@@ -42,7 +43,6 @@ def create_router(engine_url: str) -> APIRouter:
             content = {"detail": reply.text[:2000]}
         return JSONResponse(content, reply.status_code)
 
-    Auth = Annotated[str | None, Header(description="Bearer token, passed on to the engine")]
     answers = {502: {"description": "the engine did not answer"}}
 
     @router.get("/status", responses=answers)

@@ -83,13 +83,17 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory) -> Iterator[Stack]:
+def browser() -> Iterator[object]:
+    """One Chromium for the module (Playwright's sync API allows one at a time per thread)."""
+    with chromium() as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory, browser) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("web")
     topic = create_topic(kafka_bootstrap, f"{unique_prefix()}.bluesky.runengine.documents", 2)
-    with (
-        web_process(kafka_bootstrap, topic, tmp / "web.log") as web,
-        chromium() as browser,
-    ):
+    with web_process(kafka_bootstrap, topic, tmp / "web.log") as web:
         deadline = time.monotonic() + 60
         while not web.ready():  # partitions assigned: documents are read as they come
             assert time.monotonic() < deadline, (tmp / "web.log").read_text()
@@ -282,3 +286,79 @@ def test_health_and_metrics(stack: Stack) -> None:
     metrics = stack.web.api.get("/metrics").text
     assert f"runstream_web_runs {float(len(stack.starts))}" in metrics
     assert "runstream_consumer_documents_total" in metrics
+
+
+def test_engine_panel_submits_pauses_and_keeps_the_token_private(
+    kafka_bootstrap: str, tmp_path: Path, browser
+) -> None:
+    from tests.integration.test_engine import TOKEN, EngineProcess
+
+    topic = create_topic(kafka_bootstrap, f"{unique_prefix()}.bluesky.runengine.documents", 2)
+    (tmp_path / "engine").mkdir()
+    engine = EngineProcess(tmp_path / "engine", kafka_bootstrap, topic)
+    engine.start()
+    log = tmp_path / "web.log"
+    try:
+        with web_process(kafka_bootstrap, topic, log, "--engine-url", engine.url) as web:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(web.url)
+            page.wait_for_selector("#engine:not([hidden])")
+            page.wait_for_function(
+                "() => document.getElementById('re-state').textContent == 'idle'"
+            )
+            page.wait_for_selector("#plan option[value=nested_runs]", state="attached")
+            page.select_option("#plan", "nested_runs")
+
+            def submit(npts: str) -> str:
+                page.fill("#plan-fields [data-param=npts]", npts)
+                page.evaluate(
+                    "() => { document.getElementById('engine-message').textContent = ''; }"
+                )
+                page.click("#plan-form button[type=submit]")
+                page.wait_for_function(
+                    "() => document.getElementById('engine-message').textContent"
+                )
+                return page.inner_text("#engine-message")
+
+            assert "missing bearer token" in submit("3")  # the engine's own message
+            page.fill("#token", TOKEN)
+            page.click("#token-form button[type=submit]")
+            assert "token set" in page.inner_text("#token-state")
+            refused = submit('"many"')
+            assert "npts" in refused and page.get_attribute("#engine-message", "class") == "error"
+            assert "queued nested_runs" in submit("3")
+            runs = "[data-run-uid]:not([data-status=open])"
+            page.wait_for_function(f"() => document.querySelectorAll('{runs}').length == 2",
+                                   timeout=60_000)  # fmt: skip
+            keys = page.eval_on_selector_all(
+                "[data-run-uid] .key", "els => els.map(e => e.textContent)")  # fmt: skip
+            assert sorted(keys) == ["run_1", "run_2"]
+            assert page.locator("[data-run-uid] [data-run-uid]").count() == 1  # inner in outer
+
+            # a long plan, paused from the page: the engine pauses
+            assert "queued nested_runs" in submit("40")
+            page.wait_for_function("() => document.querySelectorAll('[data-status=open]').length")
+            page.click("#controls [data-action=pause]")
+            page.wait_for_function(
+                "() => document.getElementById('re-state').textContent == 'paused'"
+            )
+            assert engine_status(engine)["re_state"] == "paused"
+            page.click("#controls [data-action=abort]")
+            page.wait_for_function("() => document.querySelectorAll('[data-status=abort]').length")
+            assert engine_status(engine)["re_state"] == "idle"
+
+            # the token stays in this tab's session: not in the page, the URL or any log
+            assert (
+                page.evaluate("k => sessionStorage.getItem(k)", "runstream.engine.token") == TOKEN
+            )
+            assert page.evaluate("() => localStorage.length") == 0
+            assert TOKEN not in page.content() and TOKEN not in page.url
+    finally:
+        engine.stop()
+    assert TOKEN not in log.read_text()
+
+
+def engine_status(engine) -> dict:
+    import httpx
+
+    return httpx.get(f"{engine.url}/status").json()

@@ -85,7 +85,7 @@
     const chosen = select.value;
     select.replaceChildren(...plans.map((p) => RS.el("option", { value: p.name }, p.name)));
     if (chosen) select.value = chosen;
-    fields(plans.find((p) => p.name === select.value));
+    if (select.value !== chosen) fields(plans.find((p) => p.name === select.value)); // keep typed values
   }
   document.getElementById("plan").addEventListener("change", (e) =>
     fields(plans.find((p) => p.name === e.target.value)));
