@@ -3,7 +3,9 @@
 To add one, write a module with a `ConsumerService` named ``SERVICE`` and list
 the module here. A service that serves something besides its callbacks (the web
 view) gives ``attach``: called with the built runtime before it runs, it returns
-what to call when the runtime has stopped.
+what to call when the runtime has stopped. A service with settings of its own
+lists their pydantic-settings models in ``settings`` (read by the deployment
+checks); one with ``host`` and ``port`` fields names a server the service runs.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ConsumerService:
     add_arguments: Callable[[argparse.ArgumentParser], None]
     factories: Callable[[argparse.Namespace], list[Factory]]
     attach: Callable[[argparse.Namespace, Runtime], Callable[[], None]] | None = None
+    settings: tuple[type, ...] = ()
 
 
 def services() -> dict[str, ConsumerService]:

@@ -23,7 +23,7 @@ from ..protocols import per_run
 from ..services import ConsumerService
 from .app import create_app
 from .model import RunFeed, RunStore
-from .settings import WebSettings
+from .settings import RetentionSettings, WebSettings
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -43,17 +43,28 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiled-catalog", default=S, help="the runs' container in Tiled")
 
 
+def _one_line(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+
+
 def web_settings(args: argparse.Namespace) -> WebSettings:
     given = {k: v for k, v in vars(args).items() if k in WebSettings.model_fields}
     try:
         return WebSettings(**given)
     except ValidationError as exc:
-        raise ValueError(f"bad web settings: {exc}") from None
+        raise ValueError(f"bad web settings: {_one_line(exc)}") from None
+
+
+def _retention() -> RetentionSettings:
+    try:
+        return RetentionSettings()
+    except ValidationError as exc:
+        raise ValueError(f"bad retention settings: {_one_line(exc)}") from None
 
 
 def _factories(args: argparse.Namespace) -> list:
     args.web_settings = web_settings(args)
-    args.web_store = RunStore(args.web_settings.retention)
+    args.web_store = RunStore(_retention())
     store = args.web_store
     return [per_run(lambda: RunFeed(store))]
 
@@ -117,5 +128,5 @@ def _attach(args: argparse.Namespace, runtime: Runtime) -> Callable[[], None]:
 
 SERVICE = ConsumerService(
     "web", "a live web view of the runs: tree of runs, tables, plots, engine panel",
-    _arguments, _factories, _attach,
+    _arguments, _factories, _attach, (WebSettings, RetentionSettings),
 )  # fmt: skip

@@ -34,4 +34,3 @@ class WebSettings(BaseSettings):
     tiled_catalog: str = Field("raw", description="The runs' container in Tiled")
     push_interval: float = Field(0.1, gt=0, le=5, description="Seconds between pushes")
     plot_points: int = Field(2000, ge=10, le=100_000, description="Points per curve at most")
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
