@@ -50,6 +50,8 @@ def create_app(
         description="Live runs (nested ones under their parent), per-run tables and plots.",
         version="1",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: none offline
+        redoc_url=None,
     )
     app.include_router(api.create_router(store, settings))
     app.include_router(push.create_router(store, settings.push_interval, push_metrics))
