@@ -40,3 +40,17 @@ def test_the_engine_panel_is_off_without_an_engine_url() -> None:
     assert client.get("/api/config").json()["engine"] is False
     assert client.get("/api/engine/status").status_code == 404
     assert "/api/engine/status" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_a_run_links_to_tiled_when_a_tiled_url_is_given() -> None:
+    from event_model import compose_run
+    from runstream.consumers.web.model import RunFeed
+
+    store = RunStore()
+    start = compose_run().start_doc
+    RunFeed(store)("start", start)
+    settings = WebSettings(tiled_url="http://tiled.example:8000/", tiled_catalog="raw")
+    detail = TestClient(create_app(store, settings)).get(f"/api/runs/{start['uid']}").json()
+    assert detail["tiled_url"] == f"http://tiled.example:8000/ui/browse/raw/{start['uid']}"
+    plain = TestClient(create_app(store, WebSettings())).get(f"/api/runs/{start['uid']}").json()
+    assert plain["tiled_url"] is None
