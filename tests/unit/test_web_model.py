@@ -138,3 +138,25 @@ def test_a_grid_scan_is_a_heat_map_placed_by_position() -> None:
     plot = store.read(bundle.start_doc["uid"], lambda r: plotdata.plot(r.streams["primary"], 100))
     assert plot["kind"] == "grid"
     assert plot["grid"]["image"] == [[0.0, 1.0, 2.0], [10.0, 11.0, 12.0]]
+
+
+def test_2d_data_is_an_image_of_the_latest_frame_and_a_summary_per_row() -> None:
+    import numpy as np
+
+    store, router, _ = _store()
+    bundle = compose_run()
+    router("start", bundle.start_doc)
+    keys = {"cam": {"dtype": "array", "shape": [400, 300], "source": "s"},
+            "total": {"dtype": "number", "shape": [], "source": "s"}}  # fmt: skip
+    desc = bundle.compose_descriptor(name="primary", data_keys=keys)
+    router("descriptor", desc.descriptor_doc)
+    for i in range(2):
+        data = {"cam": np.full((400, 300), float(i)), "total": float(i)}
+        router("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, 0.0)))
+    uid = bundle.start_doc["uid"]
+    plot = store.read(uid, lambda r: plotdata.plot(r.streams["primary"], 100))
+    assert plot["kind"] == "image" and plot["frame"]["shape"] == [400, 300]
+    image = plot["frame"]["image"]
+    assert len(image) <= plotdata.IMAGE_SIDE and {v for row in image for v in row} == {1.0}
+    rows = store.read(uid, lambda r: r.streams["primary"].rows(0, 5))
+    assert rows[1]["cells"]["cam"] == "<400x300 mean 1.000>"
