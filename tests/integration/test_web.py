@@ -383,3 +383,50 @@ def engine_status(engine) -> dict:
     import httpx
 
     return httpx.get(f"{engine.url}/status").json()
+
+
+def test_a_large_run_is_paged_with_every_row_and_a_decimated_plot(browser) -> None:
+    """The page of a 2,500-event run: the last page follows, every page holds its rows."""
+    import socket
+
+    import uvicorn
+    from event_model import compose_run
+    from runstream.consumers.web.app import create_app
+    from runstream.consumers.web.model import RunFeed, RunStore
+    from runstream.consumers.web.settings import WebSettings
+
+    store = RunStore()
+    feed = RunFeed(store)
+    bundle = compose_run(metadata={"hints": {"dimensions": [[["x"], "primary"]]}})
+    keys = {k: {"dtype": "number", "shape": [], "source": "s"} for k in ("x", "det")}
+    desc = bundle.compose_descriptor(name="primary", data_keys=keys)
+    n = 2500
+    feed("start", bundle.start_doc)
+    feed("descriptor", desc.descriptor_doc)
+    feed("event_page", {"descriptor": desc.descriptor_doc["uid"], "uid": "p", "time": [1.0] * n,
+                        "seq_num": list(range(1, n + 1)), "timestamps": {}, "filled": {},
+                        "data": {"x": [i * 0.5 for i in range(n)],
+                                 "det": [float(i % 9) for i in range(n)]}})  # fmt: skip
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(store, WebSettings(plot_points=1000)),
+                                           log_config=None))  # fmt: skip
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.02)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{sock.getsockname()[1]}/runs/{bundle.start_doc['uid']}")
+        rows = "tr[data-seq-num]"
+        page.wait_for_function(f"() => document.querySelectorAll('{rows}').length == 500")
+        seqs = page.eval_on_selector_all(rows, "trs => trs.map(t => +t.dataset.seqNum)")
+        assert seqs == list(range(2001, 2501))  # following: the last page
+        page.click(".pager button:text('previous')")
+        page.wait_for_function(f"() => document.querySelectorAll('{rows}').length == 1000"
+                               " && document.querySelector('tr[data-seq-num]').dataset.seqNum"
+                               " == '1001'")  # fmt: skip
+        assert "decimated to 1000 points" in page.inner_text(".plot-caption")
+        page.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
