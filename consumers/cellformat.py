@@ -37,22 +37,28 @@ def _array(value: np.ndarray) -> str:
     return f"<{shape} {value.dtype.str.lstrip('<>|=')}>"
 
 
-def cell(value: Any, width: int) -> str:
-    """One cell of exactly ``width`` characters (numbers right, text left)."""
+def cell_text(value: Any) -> tuple[str, bool]:
+    """A value's cell text, whole, and whether it is right-aligned (a number)."""
     if isinstance(value, numbers.Number | np.number | np.bool_):
-        text, right = _number(value), True
+        shown, right = _number(value), True
     elif isinstance(value, np.ndarray):
-        text, right = _array(value), False
+        shown, right = _array(value), False
     elif isinstance(value, list | tuple):
         try:
-            text = _array(np.asarray(value))
+            shown = _array(np.asarray(value))
         except (ValueError, TypeError):
-            text = f"<list of {len(value)}>"
+            shown = f"<list of {len(value)}>"
         right = False
     elif value is None:
-        text, right = "", True
+        shown, right = "", True
     else:
-        text, right = str(value), False
+        shown, right = str(value), False
+    return shown, right
+
+
+def cell(value: Any, width: int) -> str:
+    """One cell of exactly ``width`` characters (numbers right, text left)."""
+    text, right = cell_text(value)
     if len(text) > width:
         text = text[: width - 1] + ELLIPSIS
     return text.rjust(width) if right else text.ljust(width)

@@ -14,7 +14,7 @@ from runstream.schemas.kafka import KafkaSettings
 
 from .config import ConsumerSettings
 from .runtime import Runtime
-from .services import load_factory, services
+from .services import ConsumerService, load_factory, services
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +92,23 @@ def run_until_signalled(runtime: Runtime) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list]) -> int:
+def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list],
+         service: ConsumerService | None = None) -> int:  # fmt: skip
     args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
     settings = settings_from(args)
     try:
         factories = factories_of(args)
         runtime = Runtime(settings, factories, args.stop_event)
+        detach = service.attach(args, runtime) if service and service.attach else None
     except CommandError:
         raise
     except ValueError as exc:  # a bad factory, service option or setting
         raise UsageError(str(exc)) from None
-    return run_until_signalled(runtime)
+    try:
+        return run_until_signalled(runtime)
+    finally:
+        if detach is not None:
+            detach()
 
 
 def _generic_factories(args: argparse.Namespace) -> list:
@@ -132,5 +138,5 @@ def register(
         p = kinds.add_parser(service.name, help=service.help, description=service.help)
         _common(p)
         service.add_arguments(p)
-        p.set_defaults(func=lambda args, s=service: _run(args, s.factories),
+        p.set_defaults(func=lambda args, s=service: _run(args, s.factories, s),
                        local_tiled_key=local_tiled_key)  # fmt: skip

@@ -22,50 +22,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .plotchoice import detector_fields, is_image, motor_fields
 from .protocols import Factory, per_run
 from .runlabel import RunLabel
 from .services import ConsumerService
 
 log = logging.getLogger(__name__)
-
-MAX_CURVES = 6
-
-
-def _is_scalar_number(key: Mapping[str, Any]) -> bool:
-    return (
-        key.get("dtype") in ("number", "integer")
-        and not key.get("shape")
-        and not key.get("external")
-    )
-
-
-def _is_image(key: Mapping[str, Any]) -> bool:
-    return len(key.get("shape") or ()) == 2 and not key.get("external")
-
-
-def _motor_fields(start: Mapping[str, Any], data_keys: Mapping[str, Any]) -> list[str]:
-    """The x axis: the scan's first dimension if the start says which, else none."""
-    for fields, _stream in (start.get("hints") or {}).get("dimensions", []):
-        if fields and fields[0] in data_keys:
-            return [fields[0]]
-    for motor in start.get("motors") or []:
-        if motor in data_keys:
-            return [motor]
-    return []
-
-
-def _detector_fields(descriptor: Mapping[str, Any], skip: set[str]) -> list[str]:
-    """Hinted fields first (what BestEffortCallback plots), then any numeric scalar."""
-    data_keys = descriptor.get("data_keys", {})
-    hinted = [
-        f
-        for hints in (descriptor.get("hints") or {}).values()
-        for f in (hints or {}).get("fields", [])
-        if f in data_keys and _is_scalar_number(data_keys[f])
-    ]
-    others = [k for k, v in data_keys.items() if _is_scalar_number(v)]
-    ordered = list(dict.fromkeys(hinted + others))
-    return [f for f in ordered if f not in skip and not f.endswith("_setpoint")][:MAX_CURVES]
 
 
 class StreamPlot:
@@ -73,10 +35,10 @@ class StreamPlot:
         data_keys = descriptor.get("data_keys", {})
         self.label = label
         self.stream = descriptor.get("name", "primary")
-        motors = _motor_fields(start, data_keys)
+        motors = motor_fields(start, data_keys)
         self.x_field = motors[0] if motors else None
-        self.y_fields = _detector_fields(descriptor, set(motors))
-        self.image_field = next((k for k, v in data_keys.items() if _is_image(v)), None)
+        self.y_fields = detector_fields(descriptor, set(motors))
+        self.image_field = next((k for k, v in data_keys.items() if is_image(v)), None)
         self.external = [k for k, v in data_keys.items() if v.get("external")]
         self.x: list[float] = []
         self.y: dict[str, list[float]] = {f: [] for f in self.y_fields}

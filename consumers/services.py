@@ -1,7 +1,11 @@
 """The consumer services ``runstream consume <service>`` offers: each is the runtime plus factories.
 
 To add one, write a module with a `ConsumerService` named ``SERVICE`` and list
-the module here.
+the module here. A service that serves something besides its callbacks (the web
+view) gives ``attach``: called with the built runtime before it runs, it returns
+what to call when the runtime has stopped. A service with settings of its own
+lists their pydantic-settings models in ``settings`` (read by the deployment
+checks); one with ``host`` and ``port`` fields names a server the service runs.
 """
 
 from __future__ import annotations
@@ -10,13 +14,18 @@ import argparse
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .protocols import Factory
+
+if TYPE_CHECKING:
+    from .runtime import Runtime
 
 SERVICE_MODULES = [
     "runstream.consumers.table",
     "runstream.consumers.plot",
     "runstream.consumers.tiled.service",
+    "runstream.consumers.web.service",
 ]
 
 
@@ -26,6 +35,8 @@ class ConsumerService:
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     factories: Callable[[argparse.Namespace], list[Factory]]
+    attach: Callable[[argparse.Namespace, Runtime], Callable[[], None]] | None = None
+    settings: tuple[type, ...] = ()
 
 
 def services() -> dict[str, ConsumerService]:

@@ -1,16 +1,19 @@
 """``runstream demo``: the seed's multi-run plans through the whole local pipeline.
 
 Brings up what is missing (the local broker and the local Tiled server),
-starts the table, plot and Tiled consumer services as processes of their own,
-runs the sequential, nested and recursive plans through a RunEngine
-publishing with `KafkaPublisher`, shows the per-run tables as they arrive,
-lists the plot files and the Tiled catalog, and stops everything it started.
+starts the web view first and prints its URL, then the table, plot and Tiled
+consumer services as processes of their own, runs the sequential, nested and
+recursive plans through a RunEngine publishing with `KafkaPublisher`, shows
+the per-run tables as they arrive, lists the plot files and the Tiled catalog,
+and stops everything it started (with ``--keep``, the broker, Tiled and the web
+view stay up).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -124,6 +127,44 @@ class Demo:
             relay.start()
         return Service(kind, proc, relay, f"http://127.0.0.1:{port}/readyz")
 
+    def web_view(self, bootstrap: str, tiled_url: str) -> tuple[Service, str]:
+        """The web view, logging to ``web.log``; with --keep it outlives the demo."""
+        log_path = self.out / "web.log"
+        cmd = [
+            sys.executable, "-m", "runstream.cli", "consume", "web",
+            "--topic", self.topic, "--group", f"demo-web-{self.out.name}",
+            "--bootstrap", bootstrap, "--from-beginning",
+            "--port", str(self.settings.web_port), "--tiled-url", tiled_url,
+            "--tiled-catalog", DEMO_CATALOG,
+        ]  # fmt: skip
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=self.keep,
+                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            lines = log_path.read_text(errors="replace").splitlines()
+            url = next((ln.split(": ", 1)[1] for ln in lines
+                        if ln.startswith("runstream web view: ")), None)  # fmt: skip
+            if url:
+                return Service("web", proc, None, f"{url}readyz"), url
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                last = lines[-1] if lines else "no output"
+                raise CommandError(f"the web view did not start on port "
+                                   f"{self.settings.web_port}: {last}")  # fmt: skip
+            time.sleep(0.1)
+
+    @staticmethod
+    def web_shows(url: str, uids: list[str]) -> bool:
+        """Whether the web view holds every run, closed."""
+        try:
+            with urllib.request.urlopen(f"{url}api/runs", timeout=2) as answer:  # noqa: S310
+                runs = {r["uid"]: r["status"] for r in json.load(answer)}
+        except (OSError, ValueError):
+            return False
+        return all(runs.get(uid, "open") != "open" for uid in uids)
+
     # -- the plans --------------------------------------------------------------
 
     def publisher(self, bootstrap: str) -> KafkaPublisher:
@@ -208,7 +249,10 @@ class Demo:
             key = tiled.api_key()
             catalog = connect_catalog(url, key, DEMO_CATALOG)
             publisher = self.publisher(bootstrap)
+            web, web_url = self.web_view(bootstrap, url)
+            progress(f"web view: {web_url}  (open it to watch the runs arrive)")
             services = [
+                web,
                 self.service("table", bootstrap, "--out", str(self.out / "tables"), show=True),
                 self.service("plot", bootstrap, "--out", str(self.out / "plots"), show=False),
                 self.service(
@@ -227,8 +271,13 @@ class Demo:
                 uids = self.run_plans(publisher)
                 publisher = None  # closed: let its Kafka client go before the broker does
                 self.wait_for_outputs(uids, services, catalog, timeout=90)
+                deadline = time.monotonic() + 30
+                while not self.web_shows(web_url, uids):
+                    if time.monotonic() > deadline:
+                        raise CommandError("the web view did not show every run")
+                    time.sleep(0.2)
             finally:
-                codes = {s.name: s.stop() for s in services}
+                codes = {s.name: s.stop() for s in services if not (self.keep and s is web)}
                 if not self.keep:
                     _delete_topics(bootstrap, [self.topic, self.topic + ".dlq"])
             bad = {name: code for name, code in codes.items() if code != 0}
@@ -243,6 +292,9 @@ class Demo:
         progress(f"  tiled {url}/api/v1/search/{DEMO_CATALOG}: the same {len(uids)} runs, e.g.")
         progress(f"        from_uri('{url}', api_key=...)['{DEMO_CATALOG}']"
                  ".search(Key('start.run_key') == 'run_2')")  # fmt: skip
+        progress(f"  web   {web_url}: the runs as a tree, each with its table and plots")
+        if self.keep:
+            progress(f"        stays up (pid {web.proc.pid}; stop it with: kill {web.proc.pid})")
         return 0
 
 
@@ -275,6 +327,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "run the seed's sequential, nested and recursive plans through the local pipeline",
         __doc__,
     )  # fmt: skip
-    p.add_argument("--keep", action="store_true", help="leave the broker and Tiled running")
+    p.add_argument("--keep", action="store_true",
+                   help="leave the broker, Tiled and the web view running")  # fmt: skip
     p.add_argument("--npts", type=int, default=6, help="points per run (default 6)")
     p.set_defaults(func=_demo)

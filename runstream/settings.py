@@ -44,6 +44,7 @@ class LocalSettings(BaseSettings):
     broker_start_timeout: float = Field(default=90.0, gt=0)
     kafka_pom: Path = KAFKA_RESOURCES / "pom.xml"
     tiled_port: int = Field(default=8765, ge=1, le=65535)
+    web_port: int = Field(default=8700, ge=1, le=65535, description="The demo's web view")
     tiled_api_key: str | None = Field(
         default=None,
         description="API key of the local Tiled server; generated into the state directory "

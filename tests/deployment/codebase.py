@@ -68,19 +68,33 @@ def parse_tiled(args: list[str]) -> tuple[dict | None, str | None]:
 
 
 def env_names(settings_class: type) -> set[str]:
-    """The environment variables a pydantic settings class reads, with those of the settings
-    classes composed into it (each under its own prefix)."""
+    """The environment variables a pydantic settings class reads (aliases included), with
+    those of the settings classes composed into it (each under its own prefix)."""
+    from pydantic import AliasChoices
     from pydantic_settings import BaseSettings
 
     prefix = settings_class.model_config.get("env_prefix", "")
     names = set()
     for name, info in settings_class.model_fields.items():
         kind = info.annotation
+        alias = info.validation_alias
         if isinstance(kind, type) and issubclass(kind, BaseSettings):
             names |= env_names(kind)
+        elif isinstance(alias, AliasChoices):
+            names |= {c.upper() for c in alias.choices if isinstance(c, str) and c.isupper()}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
         else:
             names.add((prefix + name).upper())
     return names
+
+
+def service_settings(kind: str) -> tuple[type, ...]:
+    """The settings models a consumer service has besides ConsumerSettings (``consume:web``)."""
+    from runstream.consumers.services import services
+
+    found = services().get(kind.partition(":")[2]) if kind.startswith("consume:") else None
+    return found.settings if found else ()
 
 
 _ENV_READ = re.compile(
@@ -161,6 +175,8 @@ def allowed_env(kind: str) -> frozenset[str]:
         service = kind.partition(":")[2]
         if service:
             names |= direct_reads(*services[service]) | _service_settings(service)
+        for settings_class in service_settings(kind):
+            names |= env_names(settings_class)
         return frozenset(names)
     return frozenset()
 
@@ -207,6 +223,7 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
         classes = {"engine": EngineSettings}
     elif kind.startswith("consume"):
         classes = {"consumer": ConsumerSettings}
+        classes |= {cls.__name__: cls for cls in service_settings(kind)}
     built, problems = {}, []
     with environment(env):
         for name, cls in classes.items():

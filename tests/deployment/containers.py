@@ -18,6 +18,7 @@ from tests.deployment.codebase import (
     engine_routes,
     parse_runstream,
     parse_tiled,
+    service_settings,
     settings_for,
     tiled_config_problems,
     tiled_config_variables,
@@ -151,6 +152,21 @@ def listening(c: Container) -> tuple[str, int] | None:
     return None
 
 
+def service_servers(c: Container) -> list[tuple[str, int]]:
+    """(host, port) of servers a consumer service runs besides its health server (the web
+    view's app), from its settings models with ``host`` and ``port``, as its options override."""
+    parsed, _ = c.parsed
+    built, _ = settings_for(c.kind, c.env)
+    found = []
+    for cls in service_settings(c.kind):
+        settings = built.get(cls.__name__)
+        if settings is not None and {"host", "port"} <= set(cls.model_fields):
+            host = getattr(parsed, "host", None) or settings.host
+            port = getattr(parsed, "port", None)
+            found.append((host, settings.port if port is None else port))
+    return found
+
+
 def serves(c: Container, path: str) -> str | None:
     """How the container's service answers GET ``path``: "open", "auth" (needs a credential),
     or None (not served)."""
@@ -254,14 +270,18 @@ def check_listening(c: Container) -> list[str]:
         return problems
     if (c.ports or c.probes) and host not in ANY_ADDRESS:
         problems.append(f"{c.where}: binds {host} only: nothing outside the container reaches it")
+    others = service_servers(c) if c.kind.startswith("consume:") else []
+    for other_host, other_port in others:
+        if other_port in c.ports.values() and other_host not in ANY_ADDRESS:
+            problems.append(f"{c.where}: its app binds {other_host} only: nothing reaches it")
     for number in {v for k, v in c.ports.items() if isinstance(k, int)}:
-        if number != port:
+        if number != port and number not in {p for _, p in others}:
             problems.append(f"{c.where}: declares port {number}; the service listens on {port}")
     for probe, ref, path in c.probes:
         number = c.ports.get(ref) if isinstance(ref, str) else ref
         if number is None:
             problems.append(f"{c.where}: {probe} names port {ref!r}, which is not declared")
-        elif number != port:
+        elif number != port and number not in {p for _, p in others}:
             problems.append(f"{c.where}: {probe} asks port {number}; the service is on {port}")
         answer = serves(c, path)
         if answer is None:

@@ -23,6 +23,7 @@ EXTERNAL_SECRETS: dict[str, frozenset[str]] = {
             "runstream-tiled",
             "runstream-tiled-db",
             "runstream-tiled-tls",
+            "runstream-web-tls",
         }
     ),
 }

@@ -149,12 +149,13 @@ def _check_addresses(resources: list[dict], containers: list[Container]) -> list
     problems = []
     kafkas = by_name(resources, "Kafka")
     for c in containers:
-        url = c.env.get("RUNSTREAM_TILED_URL")
-        if url:
-            parts = urlsplit(url)
-            ports = _service_ports(resources, c.namespace, parts.hostname or "")
-            if ports is None or (parts.port or 80) not in ports:
-                problems.append(f"{c.where}: RUNSTREAM_TILED_URL {url} is no Service port here")
+        for name in ("RUNSTREAM_TILED_URL", "RUNSTREAM_WEB_ENGINE_URL"):
+            url = c.env.get(name)
+            if url:
+                parts = urlsplit(url)
+                ports = _service_ports(resources, c.namespace, parts.hostname or "")
+                if ports is None or (parts.port or 80) not in ports:
+                    problems.append(f"{c.where}: {name} {url} is no Service port here")
         for address in (c.env.get("RUNSTREAM_KAFKA_BOOTSTRAP") or "").split(","):
             if not address or "." in address.split(":")[0]:
                 continue  # outside the cluster, or fully qualified: not checked here

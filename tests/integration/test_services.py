@@ -135,7 +135,8 @@ def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "RUNSTREAM_HOME": str(home), "RUNSTREAM_BROKER_PORT": str(free_port()),
            "RUNSTREAM_BROKER_CONTROLLER_PORT": str(free_port()),
-           "RUNSTREAM_TILED_PORT": str(free_port())}  # fmt: skip
+           "RUNSTREAM_TILED_PORT": str(free_port()),
+           "RUNSTREAM_WEB_PORT": str(free_port())}  # fmt: skip
     env.pop("RUNSTREAM_KAFKA_BOOTSTRAP", None)
     env.pop("RUNSTREAM_TILED_API_KEY", None)
     demo = subprocess.run(
@@ -145,6 +146,9 @@ def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert "7 runs went through Kafka to per-run tables, plots and Tiled" in demo.stderr
     assert "run key run_2" in demo.stdout and "inside run" in demo.stdout
+    progress = demo.stderr.splitlines()
+    web = next(i for i, line in enumerate(progress) if "web view: http://127.0.0.1:" in line)
+    assert web < next(i for i, line in enumerate(progress) if "running " in line)
     (out,) = (home / "demo").iterdir()
     assert len(list((out / "tables").glob("*.txt"))) == 7
     assert len(list((out / "plots").glob("*.png"))) == 7

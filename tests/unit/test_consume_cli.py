@@ -53,3 +53,29 @@ def test_cli_errors() -> None:
     assert no_out.returncode == 2 and "--out" in no_out.stderr
     redraws = _consume("plot", "--out", "x", "--max-redraws", "0")
     assert redraws.returncode == 2 and "max-redraws" in redraws.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "says"),
+    [
+        (["--port", "99999"], {}, "bad web settings: port: Input should be less than"),
+        ([], {"RUNSTREAM_WEB_KEEP_RUNS": "0"}, "bad retention settings: keep_runs"),
+    ],
+)
+def test_web_refuses_bad_settings_in_one_line(args: list[str], env: dict, says: str) -> None:
+    done = _consume("web", "--bootstrap", "127.0.0.1:1", *args, env=env)
+    assert done.returncode == 2
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_web_refuses_a_taken_port() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = _consume("web", "--bootstrap", "127.0.0.1:1", "--port", str(port))
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr

@@ -11,7 +11,7 @@ import pytest
 from tests.deployment.compose import check_compose, compose_containers, interpolate
 from tests.deployment.render import COMPOSE_FILE, ROOT, load_compose
 
-SERVICES = {"kafka", "postgres", "tiled", "engine", "table", "plot", "tiled-writer"}
+SERVICES = {"kafka", "postgres", "tiled", "engine", "table", "plot", "tiled-writer", "web"}
 
 
 def test_compose_file_passes_every_check() -> None:
@@ -29,6 +29,7 @@ def test_every_runstream_service_is_checked_by_the_image_health_check() -> None:
         "compose:table": "consume:table",
         "compose:plot": "consume:plot",
         "compose:tiled-writer": "consume:tiled",
+        "compose:web": "consume:web",
     }
     for where in kinds:
         assert [probe[2] for probe in containers[where].probes] == ["/healthz"], where

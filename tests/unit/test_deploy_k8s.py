@@ -58,9 +58,8 @@ def test_overlay_runs_every_service(overlay: str) -> None:
         "runstream-dev" if overlay == "dev" else "runstream"
     }
     containers = {c.kind for c in k8s_containers(resources)}
-    assert {"engine", "consume:table", "consume:plot", "consume:tiled", "tiled-server"} <= (
-        containers
-    )
+    assert {"engine", "consume:table", "consume:plot", "consume:tiled", "consume:web",
+            "tiled-server"} <= containers  # fmt: skip
     engine = find(resources, "StatefulSet", "runstream-engine")
     assert engine["spec"]["replicas"] == 1
     assert {t["metadata"]["name"] for t in engine["spec"]["volumeClaimTemplates"]} == {
@@ -69,7 +68,7 @@ def test_overlay_runs_every_service(overlay: str) -> None:
     }
     hook = engine["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     assert [argv[1] for argv in shell_invocations(hook["exec"]["command"])] == ["stop"]
-    for name in ("runstream-table", "runstream-plot", "runstream-tiled-writer"):
+    for name in ("runstream-table", "runstream-plot", "runstream-tiled-writer", "runstream-web"):
         assert find(resources, "Deployment", name)
     budgets = {
         p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
@@ -82,6 +81,7 @@ def test_overlay_runs_every_service(overlay: str) -> None:
         "runstream-plot",
         "runstream-tiled-writer",
         "runstream-tiled",
+        "runstream-web",
     }
     assert workloads <= budgets
 

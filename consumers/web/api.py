@@ -1,0 +1,221 @@
+"""The JSON API under /api/: runs with lineage, a run's detail, a stream's rows and plot."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, status
+from pydantic import BaseModel, Field
+
+from . import plotdata
+from .model import RunState, RunStore, StreamState
+from .settings import WebSettings
+
+MAX_PAGE = 5000
+
+
+class RunSummary(BaseModel):
+    uid: str
+    parent_uid: str | None = Field(None, description="The run this one was opened inside")
+    run_key: str | None = None
+    scan_id: int | None = None
+    plan_name: str | None = None
+    status: str = Field(description="open, success, abort, fail or incomplete")
+    reason: str | None = None
+    time: float = Field(description="Start time (seconds since the epoch)")
+    stop_time: float | None = None
+    streams: dict[str, int] = Field(description="Events per stream")
+    other_documents: int = Field(0, description="Documents the view shows only as JSON")
+    version: int = Field(description="Change counter: grows whenever the run changes")
+
+
+class StreamInfo(BaseModel):
+    name: str
+    events: int
+    keys: list[str]
+    data_keys: dict[str, dict[str, Any]]
+    plot_kind: str
+    x_field: str | None
+    y_fields: list[str]
+
+
+class OtherDocument(BaseModel):
+    name: str
+    doc: dict[str, Any]
+
+
+class RunDetail(BaseModel):
+    summary: RunSummary
+    start: dict[str, Any]
+    stop: dict[str, Any] | None
+    streams: list[StreamInfo]
+    other: list[OtherDocument] = Field(description="Documents of kinds shown only as raw JSON")
+    tiled_url: str | None = Field(None, description="The run in Tiled, when configured")
+
+
+class Row(BaseModel):
+    seq_num: int
+    time: float
+    data: dict[str, Any] = Field(description="Scalars as they came; arrays as a summary")
+    cells: dict[str, str] = Field(description="Each value formatted as the table service does")
+
+
+class RowsPage(BaseModel):
+    run: str
+    stream: str
+    offset: int
+    limit: int
+    total: int
+    rows: list[Row]
+
+
+class Curves(BaseModel):
+    x_field: str
+    x: list[float | None]
+    series: dict[str, list[float | None]]
+    decimated: bool
+
+
+class Grid(BaseModel):
+    field: str
+    axes: list[str]
+    image: list[list[float | None]]
+
+
+class Frame(BaseModel):
+    field: str
+    shape: list[int]
+    image: list[list[float | None]]
+
+
+class PlotData(BaseModel):
+    stream: str
+    kind: str = Field(description="lines, grid (a heat map) or image")
+    events: int
+    lines: Curves
+    grid: Grid | None = None
+    frame: Frame | None = None
+
+
+class ViewConfig(BaseModel):
+    engine: bool = Field(description="Whether the engine panel is on")
+    tiled_url: str | None
+    plot_points: int
+
+
+def _jsonable(doc: Any) -> Any:
+    """A document as JSON can carry it (numpy values and arrays included)."""
+    if isinstance(doc, dict):
+        return {str(k): _jsonable(v) for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [_jsonable(v) for v in doc]
+    if isinstance(doc, np.ndarray):
+        return _jsonable(doc.tolist())
+    if isinstance(doc, np.generic):
+        return doc.item()
+    if isinstance(doc, float) and doc != doc:  # NaN
+        return None
+    return doc
+
+
+def tiled_link(settings: WebSettings, uid: str) -> str | None:
+    if not settings.tiled_url:
+        return None
+    return f"{settings.tiled_url.rstrip('/')}/ui/browse/{settings.tiled_catalog}/{uid}"
+
+
+def _stream_info(stream: StreamState) -> StreamInfo:
+    return StreamInfo(
+        name=stream.name,
+        events=stream.count,
+        keys=list(stream.columns),
+        data_keys=_jsonable(stream.data_keys),
+        plot_kind=stream.plot.kind,
+        x_field=stream.plot.x_field,
+        y_fields=stream.plot.y_fields,
+    )
+
+
+def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["runs"])
+
+    def read(uid: str, reader: Any) -> Any:
+        try:
+            return store.read(uid, reader)
+        except KeyError:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired)"
+            ) from None
+
+    def stream_of(run: RunState, name: str) -> StreamState:
+        stream = run.streams.get(name)
+        if stream is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"run {run.uid} has no stream {name!r}; it has {sorted(run.streams) or 'none'}",
+            )
+        return stream
+
+    @router.get("/config", tags=["view"])
+    def config() -> ViewConfig:
+        """What the pages need to know about this service."""
+        return ViewConfig(engine=bool(settings.engine_url), tiled_url=settings.tiled_url,
+                          plot_points=settings.plot_points)  # fmt: skip
+
+    @router.get("/runs")
+    def runs() -> list[RunSummary]:
+        """Every run the view holds, newest first; nested runs name their parent."""
+        return [RunSummary(**s) for s in store.summaries()]
+
+    @router.get("/runs/{uid}", responses={404: {"description": "unknown run"}})
+    def run(uid: str) -> RunDetail:
+        def detail(r: RunState) -> RunDetail:
+            return RunDetail(
+                summary=RunSummary(**r.summary()),
+                start=_jsonable(dict(r.start)),
+                stop=_jsonable(dict(r.stop)) if r.stop else None,
+                streams=[_stream_info(s) for s in r.streams.values()],
+                other=[OtherDocument(**_jsonable(o)) for o in r.other],
+                tiled_url=tiled_link(settings, r.uid),
+            )
+
+        return read(uid, detail)
+
+    @router.get(
+        "/runs/{uid}/streams/{stream}/rows",
+        responses={404: {"description": "unknown run or stream"},
+                   422: {"description": "bad paging"}},
+    )  # fmt: skip
+    def rows(
+        uid: str,
+        stream: str,
+        offset: Annotated[int, Query(ge=0, description="First row (0 is the first event)")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows at most")] = 1000,
+    ) -> RowsPage:
+        """One page of a stream's events, in order, formatted and raw."""
+
+        def page(r: RunState) -> RowsPage:
+            s = stream_of(r, stream)
+            if offset > s.count:
+                raise HTTPException(
+                    status.HTTP_422_UNPROCESSABLE_CONTENT,
+                    f"offset {offset} is past the end: stream {stream!r} has {s.count} rows",
+                )
+            return RowsPage(run=uid, stream=stream, offset=offset, limit=limit, total=s.count,
+                            rows=[Row(**row) for row in s.rows(offset, limit)])  # fmt: skip
+
+        return read(uid, page)
+
+    @router.get("/runs/{uid}/streams/{stream}/plot",
+                responses={404: {"description": "unknown run or stream"}})  # fmt: skip
+    def plot(
+        uid: str,
+        stream: str,
+        points: Annotated[int | None, Query(ge=10, le=100_000)] = None,
+    ) -> PlotData:
+        """The stream's plot data, decimated to ``points`` per curve."""
+        budget = points or settings.plot_points
+        return read(uid, lambda r: PlotData(**plotdata.plot(stream_of(r, stream), budget)))
+
+    return router

@@ -1,0 +1,89 @@
+"""The web app: pages, static assets, the JSON API, the push channel, health and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, status
+from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from pydantic import BaseModel
+
+from . import api, engine_proxy, push
+from .model import RunStore
+from .settings import WebSettings
+
+STATIC = Path(str(files(__package__).joinpath("static")))
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class Health(BaseModel):
+    ok: bool
+
+
+def create_app(
+    store: RunStore,
+    settings: WebSettings,
+    *,
+    alive: Callable[[], bool] = lambda: True,
+    ready: Callable[[], bool] = lambda: True,
+    registries: list[CollectorRegistry] = (),  # type: ignore[assignment]
+) -> FastAPI:
+    registry = CollectorRegistry()
+    runs = Gauge("runstream_web_runs", "Runs the view holds", registry=registry)
+    runs.set_function(lambda: len(store))
+    push_metrics = push.PushMetrics(registry)
+    proxy = engine_proxy.create_router(settings.engine_url) if settings.engine_url else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if proxy is not None:
+            await proxy.client.aclose()  # type: ignore[attr-defined]
+
+    app = FastAPI(
+        title="runstream web view",
+        description="Live runs (nested ones under their parent), per-run tables and plots.",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: none offline
+        redoc_url=None,
+    )
+    app.include_router(api.create_router(store, settings))
+    app.include_router(push.create_router(store, settings.push_interval, push_metrics))
+    if proxy is not None:
+        app.include_router(proxy)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def runs_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=NO_STORE)
+
+    @app.get("/runs/{uid}", include_in_schema=False)
+    def run_page(uid: str) -> FileResponse:
+        return FileResponse(STATIC / "run.html", headers=NO_STORE)
+
+    @app.get("/healthz", tags=["health"], responses={503: {"model": Health}})
+    def healthz() -> Health:
+        """The consumer loop turns."""
+        if not alive():
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "consumer loop stalled")
+        return Health(ok=True)
+
+    @app.get("/readyz", tags=["health"], responses={503: {"model": Health}})
+    def readyz() -> Health:
+        """The consumer has its partitions and polls."""
+        if not ready():
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready")
+        return Health(ok=True)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        body = b"".join(generate_latest(r) for r in [registry, *registries])
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return app

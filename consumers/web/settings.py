@@ -1,0 +1,36 @@
+"""The web view's settings: where it listens, what it keeps, what it links to."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetentionSettings(BaseSettings):
+    """How many closed runs the live model keeps, and for how long (open runs are always kept)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_WEB_", extra="ignore")
+
+    keep_runs: int = Field(1000, ge=1, description="Closed runs kept, newest first")
+    keep_seconds: float = Field(86_400.0, gt=0, description="Closed runs older than this go")
+    keep_other_documents: int = Field(
+        200, ge=0, description="Resource, datum and other documents kept per run as raw JSON"
+    )
+
+
+class WebSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_WEB_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on")
+    port: int = Field(8700, ge=0, le=65535, description="Port of the web app (0: any free one)")
+    engine_url: str | None = Field(None, description="The engine's HTTP API, for the panel")
+    tiled_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "RUNSTREAM_WEB_TILED_URL", "RUNSTREAM_TILED_URL", "tiled_url"
+        ),
+        description="Tiled server whose catalog holds these runs, for links",
+    )
+    tiled_catalog: str = Field("raw", description="The runs' container in Tiled")
+    push_interval: float = Field(0.1, gt=0, le=5, description="Seconds between pushes")
+    plot_points: int = Field(2000, ge=10, le=100_000, description="Points per curve at most")
