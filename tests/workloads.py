@@ -26,6 +26,7 @@ CONSUMERS = {
     "table": "Deployment/runstream-table/table",
     "plot": "Deployment/runstream-plot/plot",
     "tiled": "Deployment/runstream-tiled-writer/tiled",
+    "web": "Deployment/runstream-web/web",
 }
 
 
@@ -53,6 +54,7 @@ class Stack:
     catalog: str
     token: str  # the engine's API token, given in its environment
     resources: list[dict] = field(default_factory=lambda: render("dev"))
+    web_port: int = 0  # the web view's app port, once it runs
 
     def manifest(self, where: str) -> Container:
         return next(c for c in k8s_containers(self.resources) if c.where == where)
@@ -87,6 +89,10 @@ class Stack:
             "RUNSTREAM_TILED_API_KEY": self.tiled_api_key,
             "RUNSTREAM_SESSION_TIMEOUT_MS": "6000",
         }
+        if name == "web":  # its app on a port of its own, beside the health port
+            self.web_port = free_port()
+            env |= {"RUNSTREAM_WEB_HOST": "127.0.0.1", "RUNSTREAM_WEB_PORT": str(self.web_port),
+                    "RUNSTREAM_WEB_ENGINE_URL": None}  # fmt: skip
         args = ["--catalog", self.catalog] if name == "tiled" else []
         return self._start(name, CONSUMERS[name], env, args, port)
 

@@ -118,6 +118,17 @@ def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> 
     plot = by_name["plot"].container
     wait_for(lambda: len(stack.containers.exec(plot, "ls", "/var/lib/runstream/plots").split())
              == 2, "both plots")  # fmt: skip
+    # the web view: both runs, the inner one under the outer, with their events
+    web_runs = f"http://127.0.0.1:{stack.web_port}/api/runs"
+
+    def web_has_both() -> bool:
+        runs = {r["uid"]: r for r in httpx.get(web_runs, timeout=5).json()}
+        return all(runs.get(uid, {}).get("status") == "success" for uid in points)
+
+    wait_for(web_has_both, "both runs in the web view")
+    runs = {r["uid"]: r for r in httpx.get(web_runs, timeout=5).json()}
+    assert runs[inner]["parent_uid"] == outer
+    assert {uid: runs[uid]["streams"]["primary"] for uid in points} == points
 
     # for the restart: a stopped queue holding one task
     assert httpx.post(f"{engine.url}/queue/stop", headers=auth, timeout=10).status_code == 200
