@@ -18,6 +18,7 @@ import httpx
 import pytest
 from tiled.client import from_uri
 
+from tests.cli_tools import run_runstream
 from tests.kafka_tools import free_port
 
 TOKEN = "cli-errors-token"  # noqa: S105 - a test credential
@@ -26,13 +27,6 @@ TOKEN = "cli-errors-token"  # noqa: S105 - a test credential
 def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNSTREAM_")}
     return {**env, "RUNSTREAM_HOME": str(home), **extra}
-
-
-def _runstream(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "runstream.cli", *args],
-        env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> None:
@@ -78,7 +72,7 @@ CASES = {
 def test_expected_failure_is_one_line(tmp_path: Path, case: str) -> None:
     args, needle, *extra = CASES[case]
     env = _env(tmp_path, **(extra[0] if extra else {}))
-    assert_one_line_error(_runstream(env, *args), needle)
+    assert_one_line_error(run_runstream(env, *args), needle)
 
 
 def test_engine_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
@@ -87,25 +81,27 @@ def test_engine_on_a_taken_port_is_one_line(tmp_path: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
         env = _env(tmp_path, RUNSTREAM_API_TOKEN=TOKEN)
-        taken = _runstream(env, "engine", "--port", str(port))
+        taken = run_runstream(env, "engine", "--port", str(port))
     assert_one_line_error(taken, f"cannot serve on 127.0.0.1:{port}")
 
 
 def test_consume_tiled_uses_the_local_servers_key_and_says_what_to_set(tmp_path: Path) -> None:
     env = _env(tmp_path / "home", RUNSTREAM_TILED_PORT=str(free_port()))
-    up = _runstream(env, "tiled", "up")
+    up = run_runstream(env, "tiled", "up")
     assert up.returncode == 0, up.stderr
     url = up.stdout.strip().splitlines()[-1]
     nobody = f"127.0.0.1:{free_port()}"
     try:
         # elsewhere (another home): not the local server, so the key must be given
         elsewhere = _env(tmp_path / "elsewhere")
-        no_key = _runstream(
+        no_key = run_runstream(
             elsewhere, "consume", "tiled", "--tiled-url", url, "--bootstrap", nobody
         )
         assert_one_line_error(no_key, "needs an API key: set RUNSTREAM_TILED_API_KEY")
         wrong = {**elsewhere, "RUNSTREAM_TILED_API_KEY": "not-the-key"}
-        refused = _runstream(wrong, "consume", "tiled", "--tiled-url", url, "--bootstrap", nobody)
+        refused = run_runstream(
+            wrong, "consume", "tiled", "--tiled-url", url, "--bootstrap", nobody
+        )
         assert_one_line_error(refused, "set RUNSTREAM_TILED_API_KEY to a key of that server")
 
         # the README's sequence: `runstream tiled up`, then consume with its URL and no key
@@ -126,7 +122,7 @@ def test_consume_tiled_uses_the_local_servers_key_and_says_what_to_set(tmp_path:
         assert consumer.returncode == 0, stderr
         assert "Traceback" not in stderr
     finally:
-        assert _runstream(env, "tiled", "down").returncode == 0
+        assert run_runstream(env, "tiled", "down").returncode == 0
 
 
 def _wait_for_text(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:

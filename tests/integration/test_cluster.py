@@ -26,6 +26,7 @@ from runstream import schemas
 from runstream.broker import LocalBroker, broker_answers
 from runstream.process import alive
 from runstream.settings import LocalSettings
+from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, gated_run, wait_for
 from tests.kafka_tools import create_topic, free_ports, partition_replicas, read_all, unique_prefix
 from tests.table_text import table_rows
@@ -43,25 +44,20 @@ class Cluster:
     broker: LocalBroker
 
 
-def _runstream(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runstream.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=240)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
     home = tmp_path_factory.mktemp("cluster-home")
     env = {**os.environ, "RUNSTREAM_HOME": str(home)}
     port, cport = free_ports(NODES), free_ports(NODES)
-    up = _runstream(env, "broker", "up", "--nodes", str(NODES), "--port", str(port),
-                    "--controller-port", str(cport))  # fmt: skip
+    up = run_runstream(env, "broker", "up", "--nodes", str(NODES), "--port", str(port),
+                       "--controller-port", str(cport), timeout=240)  # fmt: skip
     broker = LocalBroker(LocalSettings(home=home))
     try:
         assert up.returncode == 0, up.stderr
         yield Cluster(up.stdout.strip().splitlines()[-1], port, cport, env, broker)
     finally:
         pids = [pid for pid in broker.pids().values() if pid is not None]
-        down = _runstream(env, "broker", "down")
+        down = run_runstream(env, "broker", "down")
         assert down.returncode == 0, down.stderr
         assert not any(alive(pid) for pid in pids)  # every node stopped by its pid
 
@@ -71,7 +67,7 @@ def test_three_nodes_on_consecutive_ports_with_a_quorum_of_three(
 ) -> None:
     expected = ",".join(f"127.0.0.1:{cluster.port + i}" for i in range(NODES))
     assert cluster.bootstrap == expected
-    status = _runstream(cluster.env, "broker", "status")
+    status = run_runstream(cluster.env, "broker", "status")
     assert status.returncode == 0 and status.stdout.strip() == expected
     pids = cluster.broker.pids()
     assert sorted(pids) == [1, 2, 3] and len({p for p in pids.values() if p}) == NODES
@@ -157,11 +153,11 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
         np.testing.assert_allclose(data[key].values, [e["data"][key] for e in events])
     assert list(data["time"].values) == [e["time"] for e in events]
 
-    status = _runstream(cluster.env, "broker", "status")
+    status = run_runstream(cluster.env, "broker", "status")
     assert status.returncode == 1
     assert f"node {leader} (127.0.0.1:{cluster.port + leader - 1})" in status.stderr
     # The killed node, started again, catches up: its replicas are back in sync.
-    again = _runstream(cluster.env, "broker", "up")
+    again = run_runstream(cluster.env, "broker", "up")
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == cluster.bootstrap
     assert cluster.broker.pids()[leader] not in (None, killed)

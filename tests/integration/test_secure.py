@@ -30,6 +30,7 @@ from runstream.producer.plans import nested_runs, recursive_runs, sequential_run
 from tiled.client import from_uri
 
 from runstream.brokersecurity import BrokerSecurity
+from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, wait_for
 from tests.kafka_tools import free_port, read_all, unique_prefix
 from tests.table_text import table_rows
@@ -57,16 +58,11 @@ class SecureBroker:
         return (self.home / "kafka" / "secrets" / "scram-password").read_text().strip()
 
 
-def _runstream(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "runstream.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory) -> Iterator[SecureBroker]:
     home = tmp_path_factory.mktemp("secure-home")
     env = {**os.environ, "RUNSTREAM_HOME": str(home)}
-    up = _runstream(env, "broker", "up", "--secure", "--port", str(free_port()),
+    up = run_runstream(env, "broker", "up", "--secure", "--port", str(free_port()),
                     "--controller-port", str(free_port()))  # fmt: skip
     assert up.returncode == 0, up.stderr
     broker = SecureBroker(up.stdout.strip().splitlines()[-1], home, env)
@@ -74,7 +70,7 @@ def secure(tmp_path_factory) -> Iterator[SecureBroker]:
         assert broker.password not in up.stdout + up.stderr
         yield broker
     finally:
-        down = _runstream(env, "broker", "down")
+        down = run_runstream(env, "broker", "down")
         assert down.returncode == 0, down.stderr
 
 
@@ -94,7 +90,7 @@ def test_credentials_are_private_and_never_shown(secure: SecureBroker) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     for log in (secure.home / "kafka" / "logs").iterdir():
         assert secure.password not in log.read_text(errors="replace"), log
-    status = _runstream(secure.env, "broker", "status")
+    status = run_runstream(secure.env, "broker", "status")
     assert status.returncode == 0 and status.stdout.strip() == secure.bootstrap
     assert secure.password not in status.stdout + status.stderr
 
