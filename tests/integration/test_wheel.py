@@ -79,6 +79,7 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
 def test_wheel_installs_one_namespace_and_runs_the_broker(tmp_path: Path) -> None:
     wheel, build_output = _build_wheel(tmp_path)
     assert "deprecat" not in build_output.lower(), build_output  # setuptools says nothing
+    assert "BuildBackendWarning" not in build_output, build_output
 
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"runstream", "runstream-0.1.0.dist-info"}
@@ -87,6 +88,9 @@ def test_wheel_installs_one_namespace_and_runs_the_broker(tmp_path: Path) -> Non
         "runstream/schemas/envelope.schema.json",
         "runstream/producer/engine/app.py",
         "runstream/consumers/tiled/writer.py",
+        "runstream/consumers/web/static/index.html",  # the web view works offline
+        "runstream/consumers/web/static/vendor/uPlot.iife.min.js",
+        "runstream/consumers/web/static/vendor/uPlot.LICENSE",
     )
     assert set(shipped) <= set(names)
 
