@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, status
@@ -11,8 +11,15 @@ from pydantic import BaseModel, Field
 from . import plotdata
 from .model import RunState, RunStore, StreamState
 from .settings import WebSettings
+from .tiled_runs import NotInTiledError, TiledRunError, TiledRuns, TiledUnreachableError
 
 MAX_PAGE = 5000
+Source = Literal["live", "tiled"]
+SOURCE = "live: the view's live model; tiled: read back from Tiled (the view does not hold it)"
+TILED_ERRORS: dict[int | str, dict[str, Any]] = {
+    502: {"description": "the run is not in the view, and Tiled answered with an error"},
+    503: {"description": "the run is not in the view, and Tiled does not answer"},
+}
 
 
 class RunSummary(BaseModel):
@@ -52,6 +59,7 @@ class RunDetail(BaseModel):
     streams: list[StreamInfo]
     other: list[OtherDocument] = Field(description="Documents of kinds shown only as raw JSON")
     tiled_url: str | None = Field(None, description="The run in Tiled, when configured")
+    source: Source = Field("live", description=SOURCE)
 
 
 class Row(BaseModel):
@@ -68,6 +76,7 @@ class RowsPage(BaseModel):
     limit: int
     total: int
     rows: list[Row]
+    source: Source = Field("live", description=SOURCE)
 
 
 class Curves(BaseModel):
@@ -137,16 +146,33 @@ def _stream_info(stream: StreamState) -> StreamInfo:
     )
 
 
-def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
+def create_router(store: RunStore, settings: WebSettings,
+                  tiled: TiledRuns | None = None) -> APIRouter:  # fmt: skip
+    """The API over ``store``; runs it does not hold are read from ``tiled`` when given."""
     router = APIRouter(prefix="/api", tags=["runs"])
 
     def read(uid: str, reader: Any) -> Any:
         try:
             return store.read(uid, reader)
         except KeyError:
+            pass
+        if tiled is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired)"
+            )
+        try:
+            run = tiled.run(uid)
+        except NotInTiledError as exc:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired); {exc}"
             ) from None
+        except TiledUnreachableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                                f"run {uid!r} is not in the view; {exc}") from None  # fmt: skip
+        except TiledRunError as exc:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY,
+                                f"run {uid!r} is not in the view; {exc}") from None  # fmt: skip
+        return reader(run)
 
     def stream_of(run: RunState, name: str) -> StreamState:
         stream = run.streams.get(name)
@@ -168,7 +194,7 @@ def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
         """Every run the view holds, newest first; nested runs name their parent."""
         return [RunSummary(**s) for s in store.summaries()]
 
-    @router.get("/runs/{uid}", responses={404: {"description": "unknown run"}})
+    @router.get("/runs/{uid}", responses={404: {"description": "unknown run"}, **TILED_ERRORS})
     def run(uid: str) -> RunDetail:
         def detail(r: RunState) -> RunDetail:
             return RunDetail(
@@ -178,6 +204,7 @@ def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
                 streams=[_stream_info(s) for s in r.streams.values()],
                 other=[OtherDocument(**_jsonable(o)) for o in r.other],
                 tiled_url=tiled_link(settings, r.uid),
+                source=r.source,
             )
 
         return read(uid, detail)
@@ -185,7 +212,7 @@ def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
     @router.get(
         "/runs/{uid}/streams/{stream}/rows",
         responses={404: {"description": "unknown run or stream"},
-                   422: {"description": "bad paging"}},
+                   422: {"description": "bad paging"}, **TILED_ERRORS},
     )  # fmt: skip
     def rows(
         uid: str,
@@ -203,12 +230,15 @@ def create_router(store: RunStore, settings: WebSettings) -> APIRouter:
                     f"offset {offset} is past the end: stream {stream!r} has {s.count} rows",
                 )
             return RowsPage(run=uid, stream=stream, offset=offset, limit=limit, total=s.count,
-                            rows=[Row(**row) for row in s.rows(offset, limit)])  # fmt: skip
+                            rows=[Row(**row) for row in s.rows(offset, limit)],
+                            source=r.source)  # fmt: skip
 
         return read(uid, page)
 
-    @router.get("/runs/{uid}/streams/{stream}/plot",
-                responses={404: {"description": "unknown run or stream"}})  # fmt: skip
+    @router.get(
+        "/runs/{uid}/streams/{stream}/plot",
+        responses={404: {"description": "unknown run or stream"}, **TILED_ERRORS},
+    )
     def plot(
         uid: str,
         stream: str,

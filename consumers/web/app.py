@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from . import api, engine_proxy, push
 from .model import RunStore
 from .settings import WebSettings
+from .tiled_runs import TiledRuns
 
 STATIC = Path(str(files(__package__).joinpath("static")))
 NO_STORE = {"Cache-Control": "no-store"}
@@ -23,6 +24,15 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 class Health(BaseModel):
     ok: bool
+
+
+def tiled_runs(settings: WebSettings) -> TiledRuns | None:
+    """Where runs the view does not hold are read from: Tiled, when its URL is given."""
+    if not settings.tiled_url:
+        return None
+    key = settings.tiled_api_key.get_secret_value() if settings.tiled_api_key else None
+    return TiledRuns(settings.tiled_url, settings.tiled_catalog, key,
+                     timeout=settings.tiled_timeout)  # fmt: skip
 
 
 def create_app(
@@ -38,10 +48,13 @@ def create_app(
     runs.set_function(lambda: len(store))
     push_metrics = push.PushMetrics(registry)
     proxy = engine_proxy.create_router(settings.engine_url) if settings.engine_url else None
+    tiled = tiled_runs(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        if tiled is not None:
+            tiled.close()
         if proxy is not None:
             await proxy.client.aclose()  # type: ignore[attr-defined]
 
@@ -53,7 +66,7 @@ def create_app(
         docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: none offline
         redoc_url=None,
     )
-    app.include_router(api.create_router(store, settings))
+    app.include_router(api.create_router(store, settings, tiled))
     app.include_router(push.create_router(store, settings.push_interval, push_metrics))
     if proxy is not None:
         app.include_router(proxy)

@@ -161,6 +161,7 @@ class RunState:
         self.other_count = 0
         self.version = version
         self.closed_at: float | None = None  # monotonic
+        self.source = "live"  # "tiled" for a run read back from Tiled
 
     @property
     def started(self) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from ..protocols import per_run
 from ..services import ConsumerService
@@ -39,7 +39,12 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=S, help="port of the web app (default 8700)")
     parser.add_argument("--engine-url", default=S,
                         help="the engine's HTTP API: turns on the engine panel")  # fmt: skip
-    parser.add_argument("--tiled-url", default=S, help="Tiled server holding the runs (links)")
+    parser.add_argument(
+        "--tiled-url",
+        default=S,
+        help="Tiled server holding the runs: links, "
+        "and runs the view no longer keeps (key: RUNSTREAM_TILED_API_KEY)",
+    )
     parser.add_argument("--tiled-catalog", default=S, help="the runs' container in Tiled")
 
 
@@ -50,9 +55,15 @@ def _one_line(exc: ValidationError) -> str:
 def web_settings(args: argparse.Namespace) -> WebSettings:
     given = {k: v for k, v in vars(args).items() if k in WebSettings.model_fields}
     try:
-        return WebSettings(**given)
+        settings = WebSettings(**given)
     except ValidationError as exc:
         raise ValueError(f"bad web settings: {_one_line(exc)}") from None
+    local_key = getattr(args, "local_tiled_key", None)
+    if settings.tiled_url and settings.tiled_api_key is None and local_key is not None:
+        key = local_key(settings.tiled_url)  # the local server's, when the URL is its own
+        if key:
+            settings = settings.model_copy(update={"tiled_api_key": SecretStr(key)})
+    return settings
 
 
 def _retention() -> RetentionSettings:

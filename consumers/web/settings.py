@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,8 +29,16 @@ class WebSettings(BaseSettings):
         validation_alias=AliasChoices(
             "RUNSTREAM_WEB_TILED_URL", "RUNSTREAM_TILED_URL", "tiled_url"
         ),
-        description="Tiled server whose catalog holds these runs, for links",
+        description="Tiled server whose catalog holds these runs: links, and runs not kept",
+    )
+    tiled_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "RUNSTREAM_WEB_TILED_API_KEY", "RUNSTREAM_TILED_API_KEY", "tiled_api_key"
+        ),
+        description="API key for reading runs from Tiled",
     )
     tiled_catalog: str = Field("raw", description="The runs' container in Tiled")
+    tiled_timeout: float = Field(10.0, gt=0, description="Seconds to wait for Tiled")
     push_interval: float = Field(0.1, gt=0, le=5, description="Seconds between pushes")
     plot_points: int = Field(2000, ge=10, le=100_000, description="Points per curve at most")

@@ -23,6 +23,7 @@
         " · ", RS.el("span", { id: "run-elapsed" }, RS.elapsed(s)),
         " · ", RS.el("span", { class: "streams" }, RS.streams(s)),
         s.reason ? " · " + s.reason : "",
+        detail && detail.source === "tiled" ? RS.el("span", { id: "run-source" }, " · read from Tiled") : null,
         " · uid ", RS.el("code", null, s.uid),
         s.parent_uid ? RS.el("span", null, " · inside ",
           RS.el("a", { href: "/runs/" + encodeURIComponent(s.parent_uid) }, s.parent_uid.slice(0, 8))) : null,
@@ -183,7 +184,8 @@
   }
 
   const connection = document.getElementById("connection");
-  reload().then(() => {
+  reload().then((detail) => {
+    if (detail.source === "tiled") { connection.textContent = "read from Tiled"; return; } // closed, not live
     const source = RS.listen("run=" + encodeURIComponent(uid), (runs, removed) => {
       for (const s of runs) if (s.uid === uid) changed(s);
       if (removed.includes(uid)) connection.textContent = "this run left the view's window";
