@@ -28,10 +28,11 @@ class Health(BaseModel):
 
 def tiled_runs(settings: WebSettings) -> TiledRuns | None:
     """Where runs the view does not hold are read from: Tiled, when its URL is given."""
-    if not settings.tiled_url:
+    url = settings.tiled_read_url or settings.tiled_url
+    if not url:
         return None
     key = settings.tiled_api_key.get_secret_value() if settings.tiled_api_key else None
-    return TiledRuns(settings.tiled_url, settings.tiled_catalog, key,
+    return TiledRuns(url, settings.tiled_catalog, key,
                      timeout=settings.tiled_timeout)  # fmt: skip
 
 

@@ -59,8 +59,9 @@ def web_settings(args: argparse.Namespace) -> WebSettings:
     except ValidationError as exc:
         raise ValueError(f"bad web settings: {_one_line(exc)}") from None
     local_key = getattr(args, "local_tiled_key", None)
-    if settings.tiled_url and settings.tiled_api_key is None and local_key is not None:
-        key = local_key(settings.tiled_url)  # the local server's, when the URL is its own
+    url = settings.tiled_read_url or settings.tiled_url
+    if url and settings.tiled_api_key is None and local_key is not None:
+        key = local_key(url)  # the local server's, when the URL is its own
         if key:
             settings = settings.model_copy(update={"tiled_api_key": SecretStr(key)})
     return settings

@@ -31,12 +31,16 @@ class WebSettings(BaseSettings):
         ),
         description="Tiled server whose catalog holds these runs: links, and runs not kept",
     )
+    tiled_read_url: str | None = Field(
+        None,
+        description="Tiled as this service reaches it, if not as browsers do (default: tiled_url)",
+    )
     tiled_api_key: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices(
             "RUNSTREAM_WEB_TILED_API_KEY", "RUNSTREAM_TILED_API_KEY", "tiled_api_key"
         ),
-        description="API key for reading runs from Tiled",
+        description="API key for reading runs from Tiled (never logged)",
     )
     tiled_catalog: str = Field("raw", description="The runs' container in Tiled")
     tiled_timeout: float = Field(10.0, gt=0, description="Seconds to wait for Tiled")

@@ -117,7 +117,9 @@ def test_runs_the_view_does_not_keep_are_read_from_tiled(
 
 def test_tiled_unreachable_or_refusing_is_a_clear_503_or_502(tiled_server) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    app = create_app(RunStore(), WebSettings(tiled_url=url, tiled_timeout=2))
+    # links name the server browsers see; reads go to the read URL, here a dead one
+    dead = WebSettings(tiled_url=tiled_server.url, tiled_read_url=url, tiled_timeout=2)
+    app = create_app(RunStore(), dead)
     with TestClient(app) as client:
         for path in ("/api/runs/gone", "/api/runs/gone/streams/primary/rows"):
             answer = client.get(path)
