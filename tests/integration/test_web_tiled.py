@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import bluesky.plan_stubs as bps
 import pytest
 from bluesky import RunEngine
@@ -54,7 +56,8 @@ def test_runs_the_view_does_not_keep_are_read_from_tiled(
     RE.preprocessors.append(lineage)
     emitted: list[tuple[str, dict]] = []
     RE.subscribe(publisher)
-    RE.subscribe(RunRouter([tiled_factory(catalog, max_latency=0.1)]))  # written at each stop
+    writer = RunRouter([tiled_factory(catalog, max_latency=0.1)])  # writes at each stop
+    RE.subscribe(writer)
     RE.subscribe(lambda n, d: emitted.append((n, d)))
     hw = sim_hw()
     uids = [*RE(scan([hw.det, hw.det4], hw.motor, -1, 1, 7)), *RE(count([hw.det], 5))]
@@ -62,6 +65,9 @@ def test_runs_the_view_does_not_keep_are_read_from_tiled(
         RE(_failing(hw.det))
     uids.append(next(d["uid"] for n, d in emitted if n == "start" and d["plan_name"] == "failing"))
     last = RE(count([hw.det], 2))[0]  # the one closed run the view keeps
+    never_ends = unique_prefix("never-ends")  # in Tiled only, without a stop
+    writer("start", {"uid": never_ends, "time": time.time(), "scan_id": 99, "plan_name": "x"})
+    catalog.create_container(key="not-a-run")
     assert publisher.flush(30) == 0
     publisher.close()
 
@@ -90,6 +96,11 @@ def test_runs_the_view_does_not_keep_are_read_from_tiled(
             assert [r["cells"] for r in page["rows"]] == [
                 {k: cell_text(e["data"][k])[0] for k in keys} for e in want
             ]
+        open_one = web.api.get(f"/api/runs/{never_ends}").json()
+        assert (open_one["summary"]["status"], open_one["stop"]) == ("incomplete", None)
+        assert open_one["streams"] == [] and open_one["source"] == "tiled"
+        not_a_run = web.api.get("/api/runs/not-a-run")
+        assert not_a_run.status_code == 502 and "not as a Bluesky run" in not_a_run.text
         unknown = web.api.get("/api/runs/no-such-run")
         assert unknown.status_code == 404 and "no run 'no-such-run'" in unknown.json()["detail"]
         assert "in Tiled" in unknown.json()["detail"]
