@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
 from runstream.schemas.errors import CommandError, settings_problem
@@ -76,19 +77,27 @@ def settings_from(args: argparse.Namespace) -> ConsumerSettings:
         raise UsageError(f"bad consumer settings: {settings_problem(exc)}") from None
 
 
+@contextlib.contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``stop`` while inside: the service then commits and exits 0,
+    also when the signal comes during its start-up."""
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, restored in previous.items():
+            signal.signal(sig, restored)
+
+
 def run_until_signalled(runtime: Runtime) -> int:
     """Run the loop; SIGTERM and SIGINT make it commit and return, exit code 0."""
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        runtime.stop()
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with stop_on_signals(runtime.stop):
         runtime.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 
@@ -96,19 +105,21 @@ def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], 
          service: ConsumerService | None = None) -> int:  # fmt: skip
     args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
     settings = settings_from(args)
-    try:
-        factories = factories_of(args)
-        runtime = Runtime(settings, factories, args.stop_event)
-        detach = service.attach(args, runtime) if service and service.attach else None
-    except CommandError:
-        raise
-    except ValueError as exc:  # a bad factory, service option or setting
-        raise UsageError(str(exc)) from None
-    try:
-        return run_until_signalled(runtime)
-    finally:
-        if detach is not None:
-            detach()
+    with stop_on_signals(args.stop_event.set):  # from here on: a signal is a clean stop
+        try:
+            factories = factories_of(args)
+            runtime = Runtime(settings, factories, args.stop_event)
+            detach = service.attach(args, runtime) if service and service.attach else None
+        except CommandError:
+            raise
+        except ValueError as exc:  # a bad factory, service option or setting
+            raise UsageError(str(exc)) from None
+        try:
+            runtime.run()
+        finally:
+            if detach is not None:
+                detach()
+    return 0
 
 
 def _generic_factories(args: argparse.Namespace) -> list:
