@@ -423,8 +423,8 @@ class KafkaPublisher:
         return True
 
     def _waiting(self) -> str:
-        return (f"{self._unacked()} documents ({self.outbox.bytes} bytes) wait in the outbox "
-                f"{self.outbox.dir}")  # fmt: skip
+        return (f"{self._unacked()} documents wait in the outbox {self.outbox.dir} "
+                f"({self.outbox.bytes} bytes on disk)")  # fmt: skip
 
     def _kafka_answers(self) -> bool:
         try:
