@@ -10,8 +10,13 @@ Run: python tests/benchmarks/bench_consumer.py [--bootstrap B] [--runs 1000]  ->
 
 Scaling out: ``--members 1 2`` replays one backlog (over ``--partitions``, default 6)
 once per count, each time with a new group of that many ``runstream``-runtime
-processes; the figure is the group's documents/s from its first document to its
-last stop, and the baseline is the first count, measured in the same run.
+processes; the baseline is the first count, measured in the same run. Two figures:
+the group's documents/s from its first document to its last stop (what a replay
+takes, the group's formation included), and its steady documents/s once every
+member has its partitions (what the members do together). A new group forms in
+cooperative rounds, each noticed at a heartbeat, so ``group_formed_after_s`` is
+printed too; a broker with ``group.initial.rebalance.delay.ms`` (Kafka's default
+3 s; the local broker sets 0) forms it in one round before the first document.
 
 Without --members: ``--partitions`` (default 1) spreads the backlog; over 1 the
 runtime merges the partitions by timestamp.
@@ -29,12 +34,13 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack
 import msgpack_numpy
 from bluesky_kafka import RemoteDispatcher
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from event_model import RunRouter
 from runstream.consumers import ConsumerSettings, Runtime
@@ -129,15 +135,22 @@ def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     return clock.rate(total)
 
 
+#: A member notes the time of every MARK-th document it is given.
+MARK = 1000
+
+
 def member(bootstrap: str, topic: str, group: str) -> None:
     """One member of a replaying group, until SIGTERM; then its figures as one JSON line."""
-    seen = {"first": 0.0, "last": 0.0, "stops": 0}
+    seen: dict = {"first": 0.0, "last": 0.0, "stops": 0, "docs": 0, "marks": []}
 
     def factory(name: str, start: dict) -> tuple[list, list]:
         seen["first"] = seen["first"] or time.time()
-        return [stop_clock], []
+        return [clock], []
 
-    def stop_clock(name: str, doc: dict) -> None:
+    def clock(name: str, doc: dict) -> None:
+        seen["docs"] += 1
+        if seen["docs"] % MARK == 0:
+            seen["marks"].append(time.time())
         if name == "stop":
             seen["stops"] += 1
             seen["last"] = time.time()
@@ -152,42 +165,55 @@ def member(bootstrap: str, topic: str, group: str) -> None:
     print(json.dumps({**seen, "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
-def _caught_up(bootstrap: str, topic: str, group: str, partitions: int) -> bool:
+def _caught_up(consumer: Consumer, topic: str, partitions: int) -> bool:
     """Every partition's committed offset at its end: every run closed and committed."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    parts = [TopicPartition(topic, p) for p in range(partitions)]
     try:
-        parts = [TopicPartition(topic, p) for p in range(partitions)]
         committed = consumer.committed(parts, timeout=10)
-        ends = [consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts]
-        return all(c.offset == end for c, end in zip(committed, ends, strict=True))
-    finally:
-        consumer.close()
+    except KafkaException:  # the group's coordinator is still being chosen: not yet
+        return False
+    ends = [consumer.get_watermark_offsets(p, timeout=10)[1] for p in parts]
+    return all(c.offset == end for c, end in zip(committed, ends, strict=True))
+
+
+@dataclass
+class GroupFigures:
+    docs_per_s: float  # first document to last stop: group formation included
+    formed_s: float  # first document until every member had its first run
+    steady_docs_per_s: float  # from then on, every member working
+    docs_per_cpu_s: float  # the members' CPU, start-up included
 
 
 def group_of(bootstrap: str, topic: str, members: int, partitions: int, runs: int,
-             total: int) -> tuple[float, float]:  # fmt: skip
-    """Documents/s of a new group of ``members`` processes replaying the whole topic, and
-    documents per CPU-second the members used (start-up included)."""
+             total: int) -> GroupFigures:  # fmt: skip
+    """A new group of ``members`` processes replaying the whole topic."""
     group = f"bench-{members}-{uuid.uuid4().hex[:8]}"
     command = [sys.executable, str(Path(__file__).resolve()), "--bootstrap", bootstrap,
                "--member-of", group, "--topic", topic]  # fmt: skip
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(members)]
+    watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": group})  # reads, never joins
     try:
         deadline = time.monotonic() + 1200
-        while not _caught_up(bootstrap, topic, group, partitions):
+        while not _caught_up(watcher, topic, partitions):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                 raise RuntimeError(f"the group of {members} did not catch up")
             time.sleep(0.5)
     finally:
+        watcher.close()
         for proc in procs:
             proc.terminate()
     figures = [json.loads(proc.communicate(timeout=60)[0].strip().splitlines()[-1])
                for proc in procs]  # fmt: skip
     stops = sum(f["stops"] for f in figures)
     assert stops == runs, f"{stops} stops for {runs} runs"
-    first = min(f["first"] for f in figures if f["first"])
+    assert all(f["first"] for f in figures), "a member was given no run"
+    first = min(f["first"] for f in figures)
+    formed = max(f["first"] for f in figures)
     last = max(f["last"] for f in figures)
-    return total / (last - first), total / sum(f["cpu_s"] for f in figures)
+    after = MARK * sum(1 for f in figures for t in f["marks"] if t >= formed)
+    return GroupFigures(docs_per_s=total / (last - first), formed_s=formed - first,
+                        steady_docs_per_s=after / (last - formed),
+                        docs_per_cpu_s=total / sum(f["cpu_s"] for f in figures))  # fmt: skip
 
 
 def scale_out(args: argparse.Namespace) -> None:
@@ -196,18 +222,26 @@ def scale_out(args: argparse.Namespace) -> None:
     load = os.getloadavg()[0]
     measured = {n: group_of(args.bootstrap, topic, n, args.partitions, args.runs, total)
                 for n in args.members}  # fmt: skip
-    rates = {n: m[0] for n, m in measured.items()}
     AdminClient({"bootstrap.servers": args.bootstrap}).delete_topics([topic])
-    baseline = args.members[0]
+    base = measured[args.members[0]]
+
+    def each(figure: str, digits: int = 0) -> dict[str, float]:
+        return {str(n): round(getattr(m, figure), digits or None) for n, m in measured.items()}
+
     print(json.dumps({
         "benchmark": "consumer_group_replay",
         "documents": total,
         "runs": args.runs,
         "partitions": args.partitions,
-        "docs_per_s": {str(n): round(r) for n, r in rates.items()},
-        "baseline": f"{baseline} member(s), same backlog, same run",
-        "speedup": {str(n): round(r / rates[baseline], 2) for n, r in rates.items()},
-        "docs_per_cpu_s": {str(n): round(m[1]) for n, m in measured.items()},
+        "docs_per_s": each("docs_per_s"),
+        "baseline": f"{args.members[0]} member(s), same backlog, same run",
+        "speedup": {str(n): round(m.docs_per_s / base.docs_per_s, 2)
+                    for n, m in measured.items()},
+        "group_formed_after_s": each("formed_s", 1),
+        "steady_docs_per_s": each("steady_docs_per_s"),
+        "steady_speedup": {str(n): round(m.steady_docs_per_s / base.steady_docs_per_s, 2)
+                           for n, m in measured.items()},
+        "docs_per_cpu_s": each("docs_per_cpu_s"),
         "cores": os.cpu_count(),
         "load_average_before": round(load, 1),
     }))  # fmt: skip
