@@ -47,6 +47,13 @@ _AUTH_WORDS = re.compile(
     r"might be caused by incorrect security\.protocol|wrong version number",
     re.IGNORECASE,
 )
+#: One refusal in librdkafka's several wordings (the SSL error, the transport error
+#: around it, the log line): said once per kind, not once per wording.
+_REFUSAL_KINDS = (
+    ("credentials", re.compile(r"invalid credentials|SASL authentication", re.IGNORECASE)),
+    ("certificate", re.compile(r"certificate verify failed", re.IGNORECASE)),
+    ("protocol", re.compile(r"wrong version number|incorrect security\.protocol", re.IGNORECASE)),
+)
 #: librdkafka log facilities that repeat per attempt; the report speaks for them.
 _PER_ATTEMPT = {"FAIL", "ERROR", "BRKMAIN", "CONNECT", "AUTH", "SASL", "SSL"}
 _PREFIX = re.compile(r"^(\[thrd:[^\]]*\]: )?(\S+://)?\S+:\d+/\S+: ")
@@ -68,6 +75,14 @@ class KafkaAuthenticationError(CommandError):
 def reason_of(text: str) -> str:
     """librdkafka's message without the broker prefix and the state-machine suffix."""
     return _SUFFIX.sub("", _PREFIX.sub("", text.strip()))
+
+
+def refusal_kind(reason: str) -> str:
+    """What a refusal means, whatever librdkafka's wording: credentials, certificate..."""
+    for kind, words in _REFUSAL_KINDS:
+        if words.search(reason):
+            return kind
+    return reason
 
 
 class ConnectionReport:
@@ -173,9 +188,10 @@ class ConnectionReport:
                          reason or "no broker answers", self._waiting())  # fmt: skip
 
     def authentication_failed(self, reason: str) -> None:
-        """Credentials or TLS refused: said once per distinct reason."""
+        """Credentials or TLS refused: said once per kind of refusal (`refusal_kind`)."""
         with self._lock:
-            if self.state == "auth_failed" and self.auth_failure == reason:
+            kind = refusal_kind(reason)
+            if self.state == "auth_failed" and refusal_kind(self.auth_failure or "") == kind:
                 return
             if self.state != "auth_failed":
                 self._since = self._reminded = self._probed = self.clock()

@@ -10,6 +10,7 @@ from runstream.schemas.connection import (
     ConnectionReport,
     KafkaAuthenticationError,
     reason_of,
+    refusal_kind,
 )
 
 LOGGER = "runstream.test.connection"
@@ -96,6 +97,27 @@ def test_a_refusal_is_said_once_and_stops_who_asks(report, caplog, code, text, w
     report.connected()
     report.raise_if_refused()  # accepted again: nothing raised
     assert "accepts" in _said(caplog)[-1]
+
+
+def test_one_refusal_in_librdkafkas_several_wordings_is_said_once(report, caplog) -> None:
+    report, _clock = report
+    wordings = [
+        (KafkaError._SSL, "ssl://h:1/bootstrap: error:0A000086:SSL routines::certificate verify "
+         "failed"),
+        (KafkaError._TRANSPORT, "ssl://h:1/bootstrap: SSL handshake failed: error:0A000086:SSL "
+         "routines::certificate verify failed: broker certificate could not be verified, verify "
+         "that ssl.ca.location is correctly configured (after 4ms in state SSL_HANDSHAKE)"),
+    ]  # fmt: skip
+    for _ in range(5):
+        for code, text in wordings:
+            report.error_cb(KafkaError(code, text))
+    assert len(_said(caplog)) == 1 and "certificate verify failed" in _said(caplog)[0]
+    # Another kind of refusal (the CA fixed, the password wrong) is news: said too.
+    report.error_cb(KafkaError(KafkaError._AUTHENTICATION, "SASL authentication error: "
+                               "Authentication failed due to invalid credentials"))  # fmt: skip
+    assert len(_said(caplog)) == 2 and "invalid credentials" in _said(caplog)[1]
+    assert refusal_kind("wrong version number") == "protocol"
+    assert refusal_kind("not authorized: topic t") == "not authorized: topic t"
 
 
 def test_odd_input_never_breaks_the_client(caplog) -> None:
