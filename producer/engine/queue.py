@@ -43,6 +43,8 @@ ENDED_BY = {
 CONTROLS = ("pause", "resume", "stop", "abort", "halt")
 #: How long the RunEngine's event loop may take to answer a readiness ping.
 LOOP_PING_TIMEOUT = 1.0
+#: How long a control waits for a task shown as running to be running in the RunEngine.
+START_GRACE = 5.0
 
 
 class ControlError(RunstreamError, RuntimeError):
@@ -181,7 +183,7 @@ class Engine:
         if action not in CONTROLS:
             raise ControlError(f"unknown control {action!r}")
         with self._control_lock:
-            state = str(self.RE.state)
+            state = self._state_once_started()
             if action == "pause":
                 if state != "running":
                     raise ControlError(f"cannot pause: the RunEngine is {state}")
@@ -204,6 +206,16 @@ class Engine:
         log.info("control %s (task %s)%s", action, self._current, f": {reason}" if reason else "")
         self.events.publish("control", action=action, reason=reason, task_id=self._current)
         return self.status()
+
+    def _state_once_started(self) -> str:
+        """The RunEngine's state, past the moment a task is shown running but ``RE(plan)``
+        has not left "idle" yet: a control in that moment is for the task, not refused."""
+        deadline = time.monotonic() + START_GRACE
+        while self._current is not None and self.RE.state == "idle":
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        return str(self.RE.state)
 
     def _interrupt(self, action: str, reason: str) -> Any:
         if action == "abort":
@@ -314,9 +326,10 @@ class Engine:
 
         def fill(msg: Msg) -> tuple[Any, None]:
             ended = self._ended_by
-            if (
+            if (  # with no reason to give, nothing to fill: the message would match again
                 msg.command == "close_run"
                 and ended is not None
+                and ended[1]
                 and msg.kwargs.get("exit_status") in ("abort", "fail")
                 and not msg.kwargs.get("reason")
             ):

@@ -123,13 +123,17 @@ class TaskStore:
         return default if row is None else json.loads(row["value"])
 
     def get(self, task_id: str) -> dict[str, Any] | None:
-        with self._lock:
+        with self._lock:  # the row and its position read together: the worker may start it
             row = self._db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        if row is None:
-            return None
-        task = _task(row)
-        if task["state"] == QUEUED:
-            task["position"] = self.queue_ids().index(task_id)
+            if row is None:
+                return None
+            task = _task(row)
+            if task["state"] == QUEUED:
+                ahead = self._db.execute(
+                    "SELECT COUNT(*) AS n FROM tasks WHERE state = ? AND seq < ?",
+                    (QUEUED, row["seq"]),
+                ).fetchone()
+                task["position"] = ahead["n"]
         return task
 
     def queue_ids(self) -> list[str]:

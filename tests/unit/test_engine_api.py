@@ -94,12 +94,37 @@ def test_pause_resume_and_queue_waits(service) -> None:
     assert wait_for(client, second_id, ("completed",))["state"] == "completed"
 
 
+def test_a_pause_as_a_task_starts_pauses_that_task(service) -> None:
+    """The task shows "running" a moment before the RunEngine leaves "idle"; a pause then is
+    for that task, not refused as "the RunEngine is idle"."""
+    client, engine, _ = service
+    publish = engine.events.publish
+
+    def slow_start(kind: str, **data) -> None:
+        publish(kind, **data)
+        if kind == "task" and data.get("state") == "running":
+            time.sleep(0.5)  # widen the moment between the two, which is otherwise ~1 ms
+
+    engine.events.publish = slow_start
+    slow = {"plan": "count", "args": [["det"]], "kwargs": {"num": 50, "delay": 0.05}}
+    task_id = client.post("/tasks", json=slow, headers=AUTH).json()["task_id"]
+    wait_for(client, task_id, ("running",))
+    assert engine.RE.state == "idle"  # the moment this test is about
+    reply = client.post("/control/pause", headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    assert wait_for(client, task_id, ("paused",))["state"] == "paused"
+    # Aborted with no reason given: the paused plan closes its run all the same.
+    assert client.post("/control/abort", headers=AUTH).status_code == 200
+    task = wait_for(client, task_id, ("aborted",))
+    assert task["runs"][0]["exit_status"] == "abort" and task["runs"][0]["reason"] == ""
+
+
 def test_abort_while_paused_stops_queue(service) -> None:
     client, _engine, _ = service
     slow = {"plan": "count", "args": [["det"]], "kwargs": {"num": 50, "delay": 0.05}}
     first = client.post("/tasks", json=slow, headers=AUTH).json()["task_id"]
     wait_for(client, first, ("running",))
-    client.post("/control/pause", headers=AUTH)
+    assert client.post("/control/pause", headers=AUTH).status_code == 200
     wait_for(client, first, ("paused",))
     nxt = client.post("/tasks", json=slow, headers=AUTH).json()["task_id"]
     reply = client.post("/control/abort", json={"reason": "operator said so"}, headers=AUTH)

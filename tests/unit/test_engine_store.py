@@ -20,6 +20,21 @@ def test_queue_positions_and_removal(tmp_path: Path) -> None:
     assert store.get(b)["state"] == "removed"
 
 
+def test_a_task_started_while_it_is_read_is_read_whole(tmp_path: Path, monkeypatch) -> None:
+    """The worker may start a task between reading its row and reading the queue."""
+    store = TaskStore(tmp_path / "tasks.db")
+    task_id = store.add("count", [["det"]], {})["task_id"]
+    queue_ids = store.queue_ids
+
+    def started_meanwhile() -> list[str]:
+        store.update(task_id, state="running")
+        return queue_ids()
+
+    monkeypatch.setattr(store, "queue_ids", started_meanwhile)
+    task = store.get(task_id)
+    assert task["state"] == "queued" and task["position"] == 0  # one consistent reading
+
+
 def test_running_task_is_interrupted_by_a_restart(tmp_path: Path) -> None:
     store = TaskStore(tmp_path / "tasks.db")
     running = store.add("nested_runs", [], {"npts": 3})["task_id"]
