@@ -4,7 +4,9 @@ librdkafka reports every failed connection attempt (a broker that is away for a
 minute makes well over a hundred lines). `ConnectionReport` takes librdkafka's
 ``error_cb`` and its log lines (``logger``) and says instead:
 
-- one line when Kafka goes away (every broker unreachable), with librdkafka's reason;
+- one line when Kafka goes away (every broker unreachable for `AWAY_GRACE` s: a broker
+  closing an idle connection, or one blip in a restart, is no outage), with librdkafka's
+  reason;
 - one line a minute while it is away, with what is waiting (outbox, lag);
 - one line when it is back;
 - one line when authentication or TLS fails, and why (wrong password, untrusted
@@ -64,6 +66,8 @@ _SUFFIX = re.compile(r"\s*\(after \d+ms in state \w+(, .*)?\)$")
 State = Literal["unknown", "up", "down", "auth_failed"]
 #: Seconds between two "still away" lines.
 REMIND_INTERVAL = 60.0
+#: Seconds every broker must stay unreachable before Kafka is said to be away.
+AWAY_GRACE = 2.0
 #: Seconds between two probes of a Kafka that is away.
 PROBE_INTERVAL = 5.0
 
@@ -103,6 +107,7 @@ class ConnectionReport:
         probe: Callable[[], bool] | None = None,
         *,
         remind_interval: float = REMIND_INTERVAL,
+        away_grace: float = AWAY_GRACE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._out = log
@@ -111,6 +116,7 @@ class ConnectionReport:
         self.waiting = waiting
         self.probe = probe
         self.remind_interval = remind_interval
+        self.away_grace = away_grace
         self.clock = clock
         self.state: State = "unknown"
         self.auth_failure: str | None = None
@@ -120,6 +126,8 @@ class ConnectionReport:
         self._reminded = self._since
         self._probed = self._since
         self._last_failure = ""
+        #: The "away" line not said yet (said by `tick` after the grace): verb and reason.
+        self._away: tuple[str, str] | None = None
         self._other_said: set[object] = set()
         self._lock = threading.Lock()
         self._librdkafka_log = logging.getLogger(f"{log.name}.librdkafka")
@@ -168,7 +176,11 @@ class ConnectionReport:
             was, away = self.state, self.clock() - self._since
             self.state, self.auth_failure, self._since = "up", None, self.clock()
             self._other_said.clear()
-        if was == "down":
+            unsaid, self._away = self._away, None
+        if was == "down" and unsaid is not None:
+            self._out.debug("Kafka at %s answered again after %.1f s (%s)", self.bootstrap, away,
+                            self.who)  # fmt: skip
+        elif was == "down":
             self._out.info("Kafka at %s is back after %.0f s (%s)", self.bootstrap, away,
                              self.who)  # fmt: skip
         elif was == "auth_failed":
@@ -176,16 +188,23 @@ class ConnectionReport:
                              self.who)  # fmt: skip
 
     def unreachable(self, reason: str) -> None:
-        """Every broker is out of reach: said once, until `connected`."""
+        """Every broker is out of reach: said once by `tick` if it lasts, until `connected`."""
         with self._lock:
             if self.state in ("down", "auth_failed"):
                 return
             was = self.state
             self.state = "down"
             self._since = self._reminded = self._probed = self.clock()
-        verb = "went away" if was == "up" else "cannot be reached"
-        self._out.warning("Kafka at %s %s (%s): %s%s", self.bootstrap, verb, self.who,
-                         reason or "no broker answers", self._waiting())  # fmt: skip
+            verb = "went away" if was == "up" else "cannot be reached"
+            self._away = (verb, reason or "no broker answers")
+
+    def _say_away(self) -> None:
+        with self._lock:
+            unsaid, self._away = self._away, None
+        if unsaid is not None:
+            verb, reason = unsaid
+            self._out.warning("Kafka at %s %s (%s): %s%s", self.bootstrap, verb, self.who,
+                              reason, self._waiting())  # fmt: skip
 
     def authentication_failed(self, reason: str) -> None:
         """Credentials or TLS refused: said once per kind of refusal (`refusal_kind`)."""
@@ -195,7 +214,7 @@ class ConnectionReport:
                 return
             if self.state != "auth_failed":
                 self._since = self._reminded = self._probed = self.clock()
-            self.state, self.auth_failure = "auth_failed", reason
+            self.state, self.auth_failure, self._away = "auth_failed", reason, None
         self._out.error("Kafka authentication failed at %s (%s): %s%s", self.bootstrap,
                        self.who, reason, self._waiting())  # fmt: skip
 
@@ -209,6 +228,8 @@ class ConnectionReport:
             if self.probe():
                 self.connected()
                 return
+        if self._away is not None and now - self._since >= self.away_grace:
+            self._say_away()
         if now - self._reminded >= self.remind_interval:
             self._reminded = now
             what = "still away" if self.state == "down" else "still refuses authentication"

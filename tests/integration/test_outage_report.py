@@ -25,6 +25,8 @@ def test_consumer_says_once_away_and_once_back(private_broker, tmp_path: Path, c
         wait_for(lambda: runtime.connection.state == "down", what="the outage noticed")
         wait_for(lambda: runtime.connection.refusals == 0 and _retries(caplog) >= 3,
                  what="librdkafka retrying")  # fmt: skip
+        wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records),
+                 what="the outage said, once it lasted")  # fmt: skip
         private_broker.up()
         wait_for(lambda: runtime.connection.state == "up", timeout=60, what="the return noticed")
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO

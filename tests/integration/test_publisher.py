@@ -109,6 +109,10 @@ def test_broker_stopped_mid_run(private_broker, tmp_path: Path, caplog) -> None:
 
     RE(plan())  # the RunEngine finishes while the broker is away
     assert held[0] > 0  # documents were held in the outbox meanwhile
+    deadline = time.monotonic() + 30  # the outage is said once it has lasted its grace
+    while not any("went away" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the outage was never said"
+        time.sleep(0.1)
     private_broker.up()
     assert publisher.flush(60) == 0
     publisher.close()

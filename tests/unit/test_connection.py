@@ -70,6 +70,27 @@ def test_an_outage_is_said_once_away_once_a_minute_once_back(report, caplog) -> 
     assert len(debug) == 50 and all("Connect to" in r.getMessage() for r in debug)
 
 
+def test_a_blip_shorter_than_the_grace_is_no_outage(report, caplog) -> None:
+    """A broker closing an idle connection, or one node's restart, drops every connection
+    for a moment: that is not said, neither away nor back."""
+    report, clock = report
+    report.connected()
+    report.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    clock.now += 1.5
+    report.tick()
+    report.connected()
+    assert _said(caplog) == []
+    report.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    clock.now += 2
+    report.tick()
+    report.tick()
+    report.connected()
+    assert [m.split(" (")[0] for m in _said(caplog)] == [
+        "Kafka at 127.0.0.1:9 went away",
+        "Kafka at 127.0.0.1:9 is back after 2 s",
+    ]
+
+
 @pytest.mark.parametrize(
     ("code", "text", "why"),
     [
@@ -126,9 +147,10 @@ def test_odd_input_never_breaks_the_client(caplog) -> None:
     def broken() -> str:
         raise RuntimeError("outbox closed")
 
-    report = ConnectionReport(logging.getLogger(LOGGER), "consumer", "b:1", broken)
+    report = ConnectionReport(logging.getLogger(LOGGER), "consumer", "b:1", broken, away_grace=0)
     report.log(6, "no args at all")  # a log call without librdkafka's facility
     report.error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN, ""))
+    report.tick()
     for _ in range(3):
         report.error_cb(KafkaError(KafkaError._MSG_TIMED_OUT, "odd"))  # other errors: once
     said = _said(caplog, logging.WARNING)
