@@ -13,6 +13,18 @@ from runstream.tiled import LocalTiled
 from tests.kafka_tools import free_port
 
 
+def runs_closed(catalog, uids) -> bool:
+    """Every run in ``catalog`` with its stop. One lookup each: a half-written run is
+    deleted before it is written again, so a check-then-read could miss it in between."""
+    for uid in uids:
+        try:
+            if not catalog[uid].metadata.get("stop"):
+                return False
+        except KeyError:
+            return False
+    return True
+
+
 @dataclass
 class TiledServer:
     url: str

@@ -30,6 +30,7 @@ from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, gated_run, wait_for
 from tests.kafka_tools import create_topic, free_ports, partition_replicas, read_all, unique_prefix
 from tests.table_text import table_rows
+from tests.tiled_fixtures import runs_closed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 NODES = 3
@@ -136,7 +137,7 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
 
         def in_tiled() -> bool:
             cat = from_uri(tiled_server.url, api_key=tiled_server.api_key)[catalog]
-            return uid in cat and bool(cat[uid].metadata.get("stop"))
+            return runs_closed(cat, [uid])
 
         wait_for(in_tiled, timeout=120, what="the run in Tiled")
     finally:

@@ -18,6 +18,7 @@ from tests.container_engine import ULIMITS, Containers, build_image, find_engine
 from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import unique_prefix
 from tests.table_text import table_rows
+from tests.tiled_fixtures import runs_closed
 from tests.workloads import CONSUMERS, UID, Stack
 
 ENGINE = find_engine()
@@ -93,8 +94,7 @@ def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> 
     def catalog():
         return from_uri(stack.tiled_url, api_key=stack.tiled_api_key)[stack.catalog]
 
-    wait_for(lambda: all(u in catalog() and catalog()[u].metadata.get("stop") for u in points),
-             "both runs in Tiled")  # fmt: skip
+    wait_for(lambda: runs_closed(catalog(), points), "both runs in Tiled")
     cat = catalog()
     assert cat[inner].metadata["start"]["parent_uid"] == outer
     assert "parent_uid" not in cat[outer].metadata["start"]

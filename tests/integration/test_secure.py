@@ -34,6 +34,7 @@ from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, wait_for
 from tests.kafka_tools import free_port, read_all, unique_prefix
 from tests.table_text import table_rows
+from tests.tiled_fixtures import runs_closed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.secure]
 WRONG = "not-the-password-7f3a"
@@ -157,7 +158,7 @@ def test_seed_runs_go_through_publisher_table_and_tiled(
 
     def tiled_done() -> bool:
         cat = from_uri(tiled_server.url, api_key=tiled_server.api_key)[catalog]
-        return all(u in cat and cat[u].metadata.get("stop") for u in uids)
+        return runs_closed(cat, uids)
 
     try:
         wait_for(tables_done, timeout=120, what="every table")

@@ -21,6 +21,7 @@ from tiled.queries import FullText, Key, KeyPresent
 
 from tests.integration.consumer_harness import ROOT, gated_run, running, settings, wait_for
 from tests.kafka_tools import unique_prefix
+from tests.tiled_fixtures import runs_closed
 
 
 def _reader(tiled_server, name):
@@ -49,8 +50,7 @@ def _engine(publisher, *, threaded: bool = False):
 
 
 def _complete(cat, uids) -> bool:
-    cat = cat.refresh() if hasattr(cat, "refresh") else cat
-    return all(u in cat and cat[u].metadata.get("stop") for u in uids)
+    return runs_closed(cat.refresh() if hasattr(cat, "refresh") else cat, uids)
 
 
 def _events(emitted, uid):

@@ -23,6 +23,7 @@ from tiled.client import from_uri
 
 from tests.integration.consumer_harness import running, settings, wait_for
 from tests.kafka_tools import unique_prefix
+from tests.tiled_fixtures import runs_closed
 
 FRAME = (3, 4)
 
@@ -41,8 +42,7 @@ def _reader(tiled_server, name):
 
 
 def _complete(tiled_server, name, uid) -> bool:
-    cat = _reader(tiled_server, name)
-    return uid in cat and cat[uid].metadata.get("stop") is not None
+    return runs_closed(_reader(tiled_server, name), [uid])
 
 
 def test_file_backed_detector_frames_are_readable_arrays(
