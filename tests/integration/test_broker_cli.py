@@ -8,11 +8,12 @@ from pathlib import Path
 
 from runstream.process import alive
 from tests.cli_tools import run_runstream
-from tests.kafka_tools import free_port
+from tests.kafka_tools import free_port, free_ports
 
 
 def test_up_status_down(tmp_path: Path) -> None:
-    port, cport = free_port(), free_port()
+    port = free_ports(2)  # two distinct ports: two free_port() calls may give the same one
+    cport = port + 1
     env = {
         **os.environ,
         "RUNSTREAM_HOME": str(tmp_path / "home"),
