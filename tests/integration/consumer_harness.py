@@ -68,16 +68,22 @@ class ConsumerProcess:
     def __init__(self, bootstrap: str, topic: str, group: str, record_dir: Path, *extra: str,
                  env: dict | None = None) -> None:  # fmt: skip
         self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runstream.cli", "consume",
-             "--factory", "tests.integration.recording_factory:factory",
-             "--topic", topic, "--group", group, "--bootstrap", bootstrap, "--from-beginning",
-             "--http-port", str(self.port), *extra],
-            cwd=ROOT,
-            env={**os.environ, "RUNSTREAM_TEST_RECORD_DIR": str(record_dir),
-                 "RUNSTREAM_SESSION_TIMEOUT_MS": "6000", **(env or {})},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        self.log_path = record_dir / f"consumer-{self.port}.log"
+        with self.log_path.open("w") as log:  # a file, not a pipe nobody drains
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "runstream.cli", "consume",
+                 "--factory", "tests.integration.recording_factory:factory",
+                 "--topic", topic, "--group", group, "--bootstrap", bootstrap,
+                 "--from-beginning", "--http-port", str(self.port), *extra],
+                cwd=ROOT,
+                env={**os.environ, "RUNSTREAM_TEST_RECORD_DIR": str(record_dir),
+                     "RUNSTREAM_SESSION_TIMEOUT_MS": "6000", **(env or {})},
+                stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
+
+    def log(self) -> str:
+        """What the process has written to stderr (its log lines)."""
+        return self.log_path.read_text()
 
     def get(self, path: str) -> tuple[int, str]:
         try:
@@ -89,7 +95,7 @@ class ConsumerProcess:
             return 0, ""
 
     def ready(self) -> bool:
-        assert self.proc.poll() is None, self.proc.stderr.read()
+        assert self.proc.poll() is None, self.log()
         return self.get("/readyz")[0] == 200
 
     def terminate(self, timeout: float = 30) -> int:

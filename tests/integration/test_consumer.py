@@ -89,8 +89,13 @@ def test_two_processes_share_the_runs(kafka_bootstrap: str, new_topic, tmp_path:
     b = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
     try:
         wait_for(lambda: a.ready() and b.ready(), what="both consumers assigned")
-        plans = [sequential_runs(3), nested_runs(4), recursive_runs(2)] * 2
-        uids = publish(kafka_bootstrap, topic, tmp_path / "outbox", plans, partitions=4)
+        # Runs go to partitions by a hash of their uid: seven runs all land on one member's
+        # two partitions once in 64. Publish until every partition holds a run, so each
+        # member has runs to take.
+        uids: list[str] = []
+        while len({r.partition for r in read_all(kafka_bootstrap, topic)}) < 4:
+            plans = [sequential_runs(3), nested_runs(4), recursive_runs(2)]
+            uids += publish(kafka_bootstrap, topic, tmp_path / "outbox", plans, partitions=4)
         truth = _truth(kafka_bootstrap, topic)
 
         def complete() -> bool:
