@@ -210,11 +210,10 @@ class Engine:
     def _state_once_started(self) -> str:
         """The RunEngine's state, past the moment a task is shown running but ``RE(plan)``
         has not left "idle" yet: a control in that moment is for the task, not refused."""
-        deadline = time.monotonic() + START_GRACE
-        while self._current is not None and self.RE.state == "idle":
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.01)
+        with self._cv:  # woken by the RunEngine's state hook and by a task's end
+            self._cv.wait_for(
+                lambda: self._current is None or self.RE.state != "idle", timeout=START_GRACE
+            )
         return str(self.RE.state)
 
     def _interrupt(self, action: str, reason: str) -> Any:
@@ -305,7 +304,9 @@ class Engine:
 
     def _finish(self, task_id: str, state: str, exit_status: str, reason: str) -> None:
         self.RE.md.pop("task_id", None)
-        self._current, self._ended_by = None, None
+        with self._cv:
+            self._current, self._ended_by = None, None
+            self._cv.notify_all()
         self.store.update(
             task_id, state=state, ended=time.time(), exit_status=exit_status, reason=reason
         )
@@ -341,6 +342,8 @@ class Engine:
     # -- the RunEngine's callbacks ------------------------------------------------------
 
     def _on_state(self, new: Any, old: Any) -> None:
+        with self._cv:
+            self._cv.notify_all()
         self.events.publish("engine", state=str(new), previous=str(old), task_id=self._current)
 
     def _on_document(self, name: str, doc: Mapping[str, Any]) -> None:
