@@ -44,17 +44,17 @@ REQUEST_TIMED_OUT = 7
 #: Topic-creation failures that only mean Kafka is away or slow (said by the report).
 _QUIET_TOPIC_CODES = {TIMED_OUT, REQUEST_TIMED_OUT, TRANSPORT, ALL_BROKERS_DOWN, RESOLVE}
 _AUTH_CODES = {AUTHENTICATION, SSL, SASL_AUTHENTICATION_FAILED}
-_AUTH_WORDS = re.compile(
-    r"SSL handshake failed|certificate verify failed|SASL|authenticat|"
-    r"might be caused by incorrect security\.protocol|wrong version number",
-    re.IGNORECASE,
-)
-#: One refusal in librdkafka's several wordings (the SSL error, the transport error
-#: around it, the log line): said once per kind, not once per wording.
-_REFUSAL_KINDS = (
-    ("credentials", re.compile(r"invalid credentials|SASL authentication", re.IGNORECASE)),
-    ("certificate", re.compile(r"certificate verify failed", re.IGNORECASE)),
-    ("protocol", re.compile(r"wrong version number|incorrect security\.protocol", re.IGNORECASE)),
+#: librdkafka words one refusal several ways (the SSL error, the transport error around
+#: it, the log line). A transport error in any of these words is a refusal, said once
+#: per kind, not once per wording. The first kind that matches names it.
+_REFUSAL_KINDS = tuple(
+    (kind, re.compile(words, re.IGNORECASE))
+    for kind, words in (
+        ("credentials", r"invalid credentials|SASL authentication"),
+        ("certificate", r"certificate verify failed"),
+        ("protocol", r"wrong version number|incorrect security\.protocol"),
+        ("handshake", r"SSL handshake failed|SASL|authenticat"),  # any other TLS/SASL refusal
+    )
 )
 #: librdkafka log facilities that repeat per attempt; the report speaks for them.
 _PER_ATTEMPT = {"FAIL", "ERROR", "BRKMAIN", "CONNECT", "AUTH", "SASL", "SSL"}
@@ -81,12 +81,13 @@ def reason_of(text: str) -> str:
     return _SUFFIX.sub("", _PREFIX.sub("", text.strip()))
 
 
-def refusal_kind(reason: str) -> str:
-    """What a refusal means, whatever librdkafka's wording: credentials, certificate..."""
+def refusal_kind(reason: str) -> str | None:
+    """What a refusal means, whatever librdkafka's wording (credentials, certificate...);
+    None when the text is no refusal."""
     for kind, words in _REFUSAL_KINDS:
         if words.search(reason):
             return kind
-    return reason
+    return None
 
 
 class ConnectionReport:
@@ -141,7 +142,7 @@ class ConnectionReport:
     def error_cb(self, err: Any) -> None:
         """librdkafka's ``error_cb``: a ``KafkaError``."""
         code, text = err.code(), reason_of(err.str())
-        if code in _AUTH_CODES or (code == TRANSPORT and _AUTH_WORDS.search(text)):
+        if code in _AUTH_CODES or (code == TRANSPORT and refusal_kind(text) is not None):
             self.refusals += 1
             self.authentication_failed(text)
         elif code == ALL_BROKERS_DOWN:
@@ -209,8 +210,9 @@ class ConnectionReport:
     def authentication_failed(self, reason: str) -> None:
         """Credentials or TLS refused: said once per kind of refusal (`refusal_kind`)."""
         with self._lock:
-            kind = refusal_kind(reason)
-            if self.state == "auth_failed" and refusal_kind(self.auth_failure or "") == kind:
+            kind = refusal_kind(reason) or reason
+            said = self.auth_failure or ""
+            if self.state == "auth_failed" and (refusal_kind(said) or said) == kind:
                 return
             if self.state != "auth_failed":
                 self._since = self._reminded = self._probed = self.clock()

@@ -138,7 +138,8 @@ def test_one_refusal_in_librdkafkas_several_wordings_is_said_once(report, caplog
                                "Authentication failed due to invalid credentials"))  # fmt: skip
     assert len(_said(caplog)) == 2 and "invalid credentials" in _said(caplog)[1]
     assert refusal_kind("wrong version number") == "protocol"
-    assert refusal_kind("not authorized: topic t") == "not authorized: topic t"
+    assert refusal_kind("SSL handshake failed: unknown CA") == "handshake"
+    assert refusal_kind("Connect to ipv4#127.0.0.1:9092 failed: Connection refused") is None
 
 
 def test_odd_input_never_breaks_the_client(caplog) -> None:
