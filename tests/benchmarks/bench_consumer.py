@@ -96,32 +96,45 @@ def prepublish(
     return total
 
 
-class Clock:
-    """From the first document to the last stop: throughput, not group-join time."""
+#: The clock notes the time of every MARK-th document it is given.
+MARK = 1000
 
-    def __init__(self, runs: int) -> None:
-        self.runs, self.stops, self.first, self.last = runs, 0, 0.0, 0.0
+
+class Clock:
+    """Times a replay from the first document to the last stop: throughput, not group-join
+    time. Wall-clock time, so that the figures of a group's member processes compare."""
+
+    def __init__(self, runs: int = 0) -> None:
+        self.runs = runs  # `done` is set at this many stops (0: never)
+        self.first = self.last = 0.0
+        self.stops = self.docs = 0
+        self.marks: list[float] = []
         self.done = threading.Event()
 
     def factory(self, name: str, start: dict) -> tuple[list, list]:
-        if not self.first:
-            self.first = time.perf_counter()
-        return [self.noop], []
+        self.first = self.first or time.time()
+        return [self.count], []
 
-    def noop(self, name: str, doc: dict) -> None:
+    def count(self, name: str, doc: dict) -> None:
+        self.docs += 1
+        if self.docs % MARK == 0:
+            self.marks.append(time.time())
         if name == "stop":
             self.stops += 1
+            self.last = time.time()
             if self.stops == self.runs:
-                self.last = time.perf_counter()
                 self.done.set()
 
     def rate(self, documents: int) -> float:
         return documents / (self.last - self.first)
 
+    def figures(self) -> dict:
+        return {"first": self.first, "last": self.last, "stops": self.stops,
+                "docs": self.docs, "marks": self.marks}  # fmt: skip
+
 
 def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     clock = Clock(runs)
-
     settings = ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
                                 from_beginning=True, group=f"bench-{uuid.uuid4().hex}",
                                 batch_size=2000)  # fmt: skip
@@ -135,34 +148,17 @@ def ours(bootstrap: str, topic: str, runs: int, total: int) -> float:
     return clock.rate(total)
 
 
-#: A member notes the time of every MARK-th document it is given.
-MARK = 1000
-
-
 def member(bootstrap: str, topic: str, group: str) -> None:
     """One member of a replaying group, until SIGTERM; then its figures as one JSON line."""
-    seen: dict = {"first": 0.0, "last": 0.0, "stops": 0, "docs": 0, "marks": []}
-
-    def factory(name: str, start: dict) -> tuple[list, list]:
-        seen["first"] = seen["first"] or time.time()
-        return [clock], []
-
-    def clock(name: str, doc: dict) -> None:
-        seen["docs"] += 1
-        if seen["docs"] % MARK == 0:
-            seen["marks"].append(time.time())
-        if name == "stop":
-            seen["stops"] += 1
-            seen["last"] = time.time()
-
+    clock = Clock()
     settings = ConsumerSettings(kafka=KafkaSettings(bootstrap=bootstrap), topics=[topic],
                                 from_beginning=True, group=group, batch_size=2000,
                                 commit_interval=0.5)  # fmt: skip
-    runtime = Runtime(settings, [factory])
+    runtime = Runtime(settings, [clock.factory])
     run_until_signalled(runtime)
     assert runtime.metrics.dead_letters._metrics == {}, "the backlog must be clean"
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(json.dumps({**seen, "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
+    print(json.dumps({**clock.figures(), "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 
 
 def _caught_up(consumer: Consumer, topic: str, partitions: int) -> bool:
