@@ -39,6 +39,12 @@ from .watermark import PartitionWatermark
 log = logging.getLogger(__name__)
 
 TopicPart = tuple[str, int]
+#: Why a run is abandoned when its partition stops being ours, by what happened.
+_LEFT_MID_RUN = {
+    "shutdown": "the consumer stopped mid-run",
+    "revoked": "partition moved to another consumer",
+    "lost": "partition lost",
+}
 
 
 class Runtime:
@@ -151,7 +157,7 @@ class Runtime:
     def _shutdown(self) -> None:
         log.info("stopping: committing what was processed")
         self.commit(asynchronous=False)
-        self._forget(list(self.watermarks), "shutdown: the consumer stopped mid-run")
+        self._forget(list(self.watermarks), "shutdown")
         try:
             self.consumer.close()
         except KafkaException as exc:
@@ -285,18 +291,23 @@ class Runtime:
         lost = [(p.topic, p.partition) for p in partitions]
         self.commit(asynchronous=False, only=lost)
         if self._stop.is_set():
-            self._forget(lost, "shutdown: the consumer stopped mid-run")
+            self._forget(lost, "shutdown")
         else:
-            self._forget(lost, "revoked: partition moved to another consumer")
+            self._forget(lost, "revoked")
 
     def _lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        self._forget([(p.topic, p.partition) for p in partitions], "lost: partition lost")
+        self._forget([(p.topic, p.partition) for p in partitions], "lost")
 
-    def _forget(self, parts: list[TopicPart], reason: str) -> None:
+    def _forget(self, parts: list[TopicPart], event: str) -> None:
+        """Partitions no longer ours (``event``: shutdown, revoked or lost). Their open runs
+        are abandoned here, to be replayed whole by the partitions' next owner."""
         parts = [tp for tp in parts if tp in self.watermarks]
+        reason = f"{event}: {_LEFT_MID_RUN[event]}"
+        left = 0
         for tp in parts:
             for uid in self.router.runs_in(tp):
                 self.router.abandon(uid, reason, remember=False)
+                left += 1
             self.watermarks.pop(tp, None)
             self.legacy.forget_partition(tp)
             self._lags.pop(tp, None)
@@ -305,4 +316,5 @@ class Runtime:
                 self.metrics.lag.remove(tp[0], str(tp[1]))
         self.order.released(parts)
         if parts:
-            log.info("released %s (%s)", ", ".join(f"{t}/{p}" for t, p in parts), reason)
+            runs = f"{left} open run(s) left to their next owner" if left else "no run open"
+            log.info("released %s (%s; %s)", ", ".join(f"{t}/{p}" for t, p in parts), event, runs)

@@ -222,6 +222,8 @@ def test_sigterm_commits_and_exits_zero(kafka_bootstrap: str, new_topic, tmp_pat
     assert status == 200 and "runstream_consumer_documents_total" in metrics
     assert consumer.get("/healthz")[0] == 200 and consumer.get("/nope")[0] == 404
     assert consumer.terminate() == 0
+    released = [line for line in consumer.log().splitlines() if " released " in line]
+    assert len(released) == 1 and released[0].endswith("(shutdown; no run open)"), released
     check = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     committed = check.committed([TopicPartition(topic, p) for p in range(2)], timeout=10)
     ends = [check.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(2)]
