@@ -295,6 +295,11 @@ class Demo:
         progress(f"  web   {web_url}: the runs as a tree, each with its table and plots")
         if self.keep:
             progress(f"        stays up (pid {web.proc.pid}; stop it with: kill {web.proc.pid})")
+        else:  # the URLs above are down now; the files and the catalog stay
+            progress(
+                "The web view and the servers the demo started are stopped: `runstream tiled"
+                " up` serves the catalog again, `runstream demo --keep` leaves all up."
+            )
         return 0
 
 

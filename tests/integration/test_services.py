@@ -156,3 +156,4 @@ def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert str(home) not in leftovers and out.name not in leftovers
     assert not (home / "kafka" / "broker.pid").exists()
     assert not (home / "tiled" / "server.json").exists()
+    assert "servers the demo started are stopped" in progress[-1]  # its URLs say so
