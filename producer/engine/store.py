@@ -129,18 +129,18 @@ class TaskStore:
                 return None
             task = _task(row)
             if task["state"] == QUEUED:
-                ahead = self._db.execute(
-                    "SELECT COUNT(*) AS n FROM tasks WHERE state = ? AND seq < ?",
-                    (QUEUED, row["seq"]),
-                ).fetchone()
-                task["position"] = ahead["n"]
+                task["position"] = self._queued().index(task_id)
         return task
 
     def queue_ids(self) -> list[str]:
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id FROM tasks WHERE state = ? ORDER BY seq", (QUEUED,)
-            ).fetchall()
+            return self._queued()
+
+    def _queued(self) -> list[str]:
+        """The queued tasks' ids in queue order; the caller holds the lock."""
+        rows = self._db.execute(
+            "SELECT id FROM tasks WHERE state = ? ORDER BY seq", (QUEUED,)
+        ).fetchall()
         return [r["id"] for r in rows]
 
     def queue(self) -> list[dict[str, Any]]:

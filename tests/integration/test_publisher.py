@@ -22,6 +22,7 @@ from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError
 from runstream.producer.plans import SEED_PLANS, sim_hw
 
 from runstream import schemas
+from tests.integration.consumer_harness import wait_for
 from tests.kafka_tools import Record, free_port, read_all, unique_prefix
 
 PARTITIONS = 4
@@ -109,10 +110,8 @@ def test_broker_stopped_mid_run(private_broker, tmp_path: Path, caplog) -> None:
 
     RE(plan())  # the RunEngine finishes while the broker is away
     assert held[0] > 0  # documents were held in the outbox meanwhile
-    deadline = time.monotonic() + 30  # the outage is said once it has lasted its grace
-    while not any("went away" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the outage was never said"
-        time.sleep(0.1)
+    wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records), timeout=30,
+             what="the outage said, once it lasted its grace")  # fmt: skip
     private_broker.up()
     assert publisher.flush(60) == 0
     publisher.close()
