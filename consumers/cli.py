@@ -10,12 +10,13 @@ import threading
 from collections.abc import Callable, Iterator
 
 from pydantic import ValidationError
-from runstream.schemas.errors import CommandError, settings_problem
-from runstream.schemas.kafka import KafkaSettings
 
-from .config import ConsumerSettings
+from runstream.kafka import KafkaSettings, settings_problem
+from runstream.schemas.errors import CommandError
+
 from .runtime import Runtime
 from .services import ConsumerService, load_factory, services
+from .settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
-from runstream.schemas.headers import DLQ_REASON, DLQ_SOURCE
-from runstream.schemas.kafka import Replication, TopicSpec, ensure_topic
 
 from runstream import schemas
+from runstream.kafka import Replication, TopicSpec, ensure_topic
+from runstream.schemas.headers import DLQ_REASON, DLQ_SOURCE
 
 log = logging.getLogger(__name__)
 

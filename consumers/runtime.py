@@ -21,12 +21,11 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from runstream.schemas.connection import ConnectionReport
-from runstream.schemas.kafka import admin_config
 
 from runstream import schemas
+from runstream.kafka import admin_config
+from runstream.kafka.connection import ConnectionReport
 
-from .config import ConsumerSettings
 from .deadletter import DeadLetters
 from .health import HealthServer
 from .legacy import LegacyRuns
@@ -34,6 +33,7 @@ from .metrics import ConsumerMetrics
 from .ordering import TimestampMerge
 from .protocols import Factory
 from .router import Router, RoutingError
+from .settings import ConsumerSettings
 from .watermark import PartitionWatermark
 
 log = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ RE.preprocessors.append(lineage)
 RE.subscribe(KafkaPublisher(topic, "broker:9092", "/var/lib/runstream/outbox"))
 """
 
-from .config import PublisherSettings
 from .lineage import lineage
 from .outbox import OutboxError
 from .publisher import KafkaPublisher, PublisherConfigError
+from .settings import PublisherSettings
 
 __all__ = ["KafkaPublisher", "OutboxError", "PublisherConfigError", "PublisherSettings", "lineage"]

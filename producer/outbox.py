@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgpack
+
 from runstream.schemas.errors import RunstreamError
 
 log = logging.getLogger(__name__)

@@ -29,17 +29,17 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from runstream.schemas.connection import ConnectionReport
-from runstream.schemas.errors import RunstreamError
-from runstream.schemas.kafka import Replication, TopicSpec, admin_config, ensure_topic
-from runstream.schemas.topics import check_topic
 
 from runstream import schemas
+from runstream.kafka import Replication, TopicSpec, admin_config, ensure_topic
+from runstream.kafka.connection import ConnectionReport
+from runstream.schemas.errors import RunstreamError
+from runstream.schemas.topics import check_topic
 
-from .config import FsyncPolicy, PublisherSettings
 from .metrics import PublisherMetrics
 from .outbox import Outbox, Record, SegmentReader
 from .pages import PAGE_NAMES, split_to_fit
+from .settings import FsyncPolicy, PublisherSettings
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from runstream.schemas.errors import CommandError, settings_problem
-from runstream.schemas.kafka import KafkaSettings
+from runstream.kafka import KafkaSettings, settings_problem
+from runstream.schemas.errors import CommandError
 
 from .broker import LocalBroker
 from .settings import LocalSettings

@@ -15,20 +15,6 @@ class CommandError(RunstreamError):
     """A failure the user can act on (bad settings, a service not reachable)."""
 
 
-def settings_problem(exc: Exception, prefix: str = "RUNSTREAM_") -> str:
-    """A pydantic settings error as one line naming each field's variable and the problem."""
-    errors = getattr(exc, "errors", None)
-    if not callable(errors):
-        return " ".join(str(exc).split())
-    problems = []
-    for error in errors():
-        field = ".".join(str(part) for part in error.get("loc", ())) or "value"
-        given = repr(error.get("input"))
-        given = given if len(given) <= 40 else given[:37] + "..."
-        problems.append(f"{field} ({prefix}{field.upper()}): {error['msg']}, got {given}")
-    return "; ".join(problems)
-
-
 class ContractError(RunstreamError, ValueError):
     """Base of every error raised by `schemas`."""
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from runstream.schemas.kafka import Replication, TopicSpec, ensure_topic
+
+from runstream.kafka import Replication, TopicSpec, ensure_topic
 
 
 def free_port() -> int:

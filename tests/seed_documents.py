@@ -6,6 +6,7 @@ import copy
 from functools import cache
 
 from bluesky import RunEngine
+
 from runstream.producer.plans import SEED_PLANS
 
 

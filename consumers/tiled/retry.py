@@ -31,8 +31,9 @@ from typing import TypeVar
 
 import httpx
 import stamina.instrumentation
-from runstream.schemas.errors import RunstreamError
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
+
+from runstream.schemas.errors import RunstreamError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

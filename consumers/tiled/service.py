@@ -7,7 +7,9 @@ import argparse
 import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from runstream.schemas.errors import CommandError, settings_problem
+
+from runstream.kafka import settings_problem
+from runstream.schemas.errors import CommandError
 
 from ..services import ConsumerService
 

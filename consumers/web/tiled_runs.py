@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
+
 from runstream.schemas.errors import RunstreamError
 
 from .model import INCOMPLETE, RunState, StreamState

@@ -5,9 +5,9 @@ Every document goes to the injected subscribers (in production the
 restart loses neither.
 """
 
-from .config import EngineSettings
 from .queue import ControlError, Engine
 from .registry import PlanRegistry, RequestError
+from .settings import EngineSettings
 from .store import TaskStore
 
 __all__ = ["ControlError", "Engine", "EngineSettings", "PlanRegistry", "RequestError", "TaskStore"]

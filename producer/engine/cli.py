@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from .config import EngineClientSettings
+from .settings import EngineClientSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _client(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
+
     from runstream.schemas import CommandError
 
     from .client import EngineClient

@@ -23,6 +23,7 @@ from typing import Any
 from bluesky import RunEngine
 from bluesky.preprocessors import plan_mutator
 from bluesky.utils import Msg, RunEngineInterrupted, single_gen
+
 from runstream.schemas.errors import RunstreamError
 
 from .events import EventHub

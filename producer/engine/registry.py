@@ -20,10 +20,11 @@ from typing import Any
 
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
+
 from runstream.schemas.errors import RunstreamError
 
 from . import stock
-from .config import DEMO_MODULES
+from .settings import DEMO_MODULES
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,16 @@ log = logging.getLogger(__name__)
 def run_service(host: str | None = None, port: int | None = None) -> int:
     """Serve until SIGINT/SIGTERM; the running plan is aborted and the outbox flushed."""
     import uvicorn
+
+    from runstream.kafka import settings_problem
     from runstream.schemas import CommandError
-    from runstream.schemas.errors import settings_problem
 
     from .. import KafkaPublisher, OutboxError, PublisherConfigError, lineage
     from .app import create_app
     from .auth import TokenGuard
-    from .config import EngineSettings, EngineSettingsError
     from .queue import Engine
     from .registry import PlanRegistry, RequestError
+    from .settings import EngineSettings, EngineSettingsError
     from .store import TaskStore
 
     given = {"engine_host": host, "engine_port": port}

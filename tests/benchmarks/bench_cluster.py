@@ -29,9 +29,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from runstream.producer import KafkaPublisher
-
 from runstream.broker import LocalBroker
+from runstream.producer import KafkaPublisher
 from runstream.settings import LocalSettings
 from tests.kafka_tools import create_topic, free_ports, partition_replicas
 

@@ -43,11 +43,11 @@ from bluesky_kafka import RemoteDispatcher
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from event_model import RunRouter
-from runstream.consumers import ConsumerSettings, Runtime
-from runstream.consumers.cli import run_until_signalled
-from runstream.schemas.kafka import KafkaSettings, TopicSpec, ensure_topic
 
 from runstream import schemas
+from runstream.consumers import ConsumerSettings, Runtime
+from runstream.consumers.cli import run_until_signalled
+from runstream.kafka import KafkaSettings, TopicSpec, ensure_topic
 
 
 def run_documents(events: int) -> list[tuple[str, dict]]:

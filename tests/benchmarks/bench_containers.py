@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import httpx
-from runstream.consumers.tiled import connect_catalog
 
 from runstream.broker import LocalBroker
+from runstream.consumers.tiled import connect_catalog
 from runstream.settings import LocalSettings
 from runstream.tiled import LocalTiled
 from tests.container_engine import Containers, build_image, find_engine

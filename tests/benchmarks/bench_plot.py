@@ -24,6 +24,7 @@ from bluesky import RunEngine
 from bluesky.callbacks.best_effort import BestEffortCallback
 from bluesky.plans import scan
 from event_model import RunRouter
+
 from runstream.consumers.plot import plot_factory
 from runstream.producer.plans import sim_hw
 

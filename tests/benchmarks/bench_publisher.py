@@ -30,10 +30,10 @@ from bluesky_kafka import Publisher
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from ophyd.sim import det
-from runstream.producer import KafkaPublisher
-from runstream.schemas.kafka import TopicSpec, ensure_topic
 
 from runstream import schemas
+from runstream.kafka import TopicSpec, ensure_topic
+from runstream.producer import KafkaPublisher
 
 # ophyd.sim's det reads instantly; a real detector does not, and the RunEngine's
 # own per-event work is what the 3% is measured against.

@@ -30,14 +30,14 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from bluesky_tiled_plugins import TiledWriter
 from ophyd.sim import det
+from tiled.client import from_uri
+
 from runstream.consumers import ConsumerSettings, Runtime
 from runstream.consumers.metrics import ConsumerMetrics
 from runstream.consumers.router import Router
 from runstream.consumers.tiled import connect_catalog, tiled_factory
+from runstream.kafka import KafkaSettings
 from runstream.producer import KafkaPublisher
-from runstream.schemas.kafka import KafkaSettings
-from tiled.client import from_uri
-
 from runstream.settings import LocalSettings
 from runstream.tiled import LocalTiled
 

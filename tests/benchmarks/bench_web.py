@@ -41,6 +41,7 @@ import bluesky.preprocessors as bpp
 from bluesky import RunEngine
 from bluesky.callbacks.best_effort import BestEffortCallback
 from event_model import RunRouter, compose_run
+
 from runstream.consumers.protocols import per_run
 from runstream.consumers.web.model import RunFeed, RunStore
 from runstream.consumers.web.settings import RetentionSettings

@@ -117,6 +117,7 @@ def direct_reads(*paths: Path) -> set[str]:
 def _service_settings(service: str) -> set[str]:
     """The variables of the settings classes a consumer service's own module defines."""
     from pydantic_settings import BaseSettings
+
     from runstream.consumers.services import SERVICE_MODULES
 
     names: set[str] = set()
@@ -150,8 +151,8 @@ def allowed_env(kind: str) -> frozenset[str]:
 
     Kinds: ``engine``, ``consume:<service>``, ``client`` (submit, stop, ...).
     """
-    from runstream.consumers.config import ConsumerSettings
-    from runstream.producer.engine.config import EngineClientSettings, EngineSettings
+    from runstream.consumers.settings import ConsumerSettings
+    from runstream.producer.engine.settings import EngineClientSettings, EngineSettings
 
     common = direct_reads(ROOT / "runstream" / "cli.py")
     if kind == "engine":
@@ -215,8 +216,9 @@ def settings_for(kind: str, env: Mapping[str, str | None]) -> tuple[dict[str, An
     """The service's settings objects built from ``env``, and the validation errors."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
-    from runstream.consumers.config import ConsumerSettings
-    from runstream.producer.engine.config import EngineSettings
+
+    from runstream.consumers.settings import ConsumerSettings
+    from runstream.producer.engine.settings import EngineSettings
 
     classes: dict[str, type] = {}
     if kind == "engine":
@@ -259,6 +261,7 @@ def engine_routes() -> dict[str, bool]:
 def consumer_status(path: str) -> int:
     """The status a consumer's real health server answers for ``path`` (alive and ready)."""
     from prometheus_client import CollectorRegistry
+
     from runstream.consumers.health import HealthServer
 
     server = HealthServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: True)

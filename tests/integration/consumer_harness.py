@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bluesky import RunEngine
-from runstream.consumers import ConsumerSettings, Runtime
-from runstream.producer import KafkaPublisher, lineage
-from runstream.schemas.kafka import KafkaSettings
 
+from runstream.consumers import ConsumerSettings, Runtime
+from runstream.kafka import KafkaSettings
+from runstream.producer import KafkaPublisher, lineage
 from tests.kafka_tools import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +110,7 @@ def gated_run(points: int, gate_at: int, gate: threading.Event, md: dict | None 
     devices are made there), run it on any."""
     import bluesky.plan_stubs as bps
     import bluesky.preprocessors as bpp
+
     from runstream.producer.plans import sim_hw
 
     hw = sim_hw()

@@ -16,6 +16,7 @@ from pathlib import Path
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 from bluesky import RunEngine
+
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import sim_hw
 

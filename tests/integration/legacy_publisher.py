@@ -13,9 +13,9 @@ from pathlib import Path
 
 from bluesky import RunEngine
 from bluesky_kafka import Publisher
-from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 
 from runstream import schemas
+from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 
 PLANS = {"nested_runs": nested_runs, "recursive_runs": recursive_runs,
          "sequential_runs": sequential_runs}  # fmt: skip

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from runstream.consumers.tiled import connect_catalog
-from runstream.producer import KafkaPublisher, lineage
 from tiled.client import from_uri
 
 from runstream import schemas
 from runstream.broker import LocalBroker, broker_answers
+from runstream.consumers.tiled import connect_catalog
 from runstream.process import alive
+from runstream.producer import KafkaPublisher, lineage
 from runstream.settings import LocalSettings
 from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, gated_run, wait_for

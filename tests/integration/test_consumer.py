@@ -15,10 +15,10 @@ import msgpack
 from bluesky import RunEngine
 from bluesky.callbacks import LiveTable
 from confluent_kafka import Consumer, Producer, TopicPartition
-from runstream.producer import KafkaPublisher, lineage
-from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs, sim_hw
 
 from runstream import schemas
+from runstream.producer import KafkaPublisher, lineage
+from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs, sim_hw
 from tests.integration.consumer_harness import (
     ConsumerProcess,
     gated_run,

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka.admin import AdminClient
+
+from runstream import schemas
 from runstream.consumers.tiled import connect_catalog
 from runstream.producer import KafkaPublisher
 from runstream.producer.plans import nested_runs, recursive_runs
-
-from runstream import schemas
 from tests.integration.consumer_harness import ROOT, gated_run, wait_for
 from tests.integration.test_tiled import _complete, _engine, _events, _reader, _rows
 from tests.kafka_tools import unique_prefix

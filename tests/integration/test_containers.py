@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from runstream.consumers.tiled import connect_catalog
 from tiled.client import from_uri
 
+from runstream.consumers.tiled import connect_catalog
 from tests.container_engine import ULIMITS, Containers, build_image, find_engine
 from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import unique_prefix

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Producer
-from runstream.producer.plans import recursive_runs
 
 from runstream import schemas
+from runstream.producer.plans import recursive_runs
 from tests.integration.consumer_harness import ROOT, publish, running, settings, wait_for
 from tests.integration.legacy_publisher import KEY, read_emitted
 from tests.integration.test_services import _expected, _finished, _service

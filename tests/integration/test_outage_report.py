@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from runstream.producer.plans import sequential_runs
 
+from runstream.producer.plans import sequential_runs
 from tests.integration.consumer_harness import publish, running, settings, wait_for
 from tests.kafka_tools import unique_prefix
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
-from runstream.schemas import partition_for
 
+from runstream.schemas import partition_for
 from tests.kafka_tools import read_all
 
 KEYS = 10_000

@@ -18,10 +18,10 @@ import bluesky.preprocessors as bpp
 import numpy as np
 import pytest
 from bluesky import RunEngine
-from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
-from runstream.producer.plans import SEED_PLANS, sim_hw
 
 from runstream import schemas
+from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
+from runstream.producer.plans import SEED_PLANS, sim_hw
 from tests.integration.consumer_harness import wait_for
 from tests.kafka_tools import Record, free_port, read_all, unique_prefix
 

@@ -24,12 +24,12 @@ import pytest
 from bluesky import RunEngine
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
-from runstream.consumers.tiled import connect_catalog
-from runstream.producer import KafkaPublisher, lineage
-from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 from tiled.client import from_uri
 
 from runstream.brokersecurity import BrokerSecurity
+from runstream.consumers.tiled import connect_catalog
+from runstream.producer import KafkaPublisher, lineage
+from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 from tests.cli_tools import run_runstream
 from tests.integration.consumer_harness import ROOT, wait_for
 from tests.kafka_tools import free_port, read_all, unique_prefix

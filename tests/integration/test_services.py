@@ -11,11 +11,11 @@ from pathlib import Path
 from bluesky import RunEngine
 from bluesky.plans import count
 from PIL import Image
+
 from runstream.consumers.cellformat import cell
 from runstream.consumers.plot import RunPlot
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sim_hw
-
 from tests.integration.consumer_harness import ROOT, running, settings, wait_for
 from tests.kafka_tools import free_port, unique_prefix
 from tests.table_text import table_rows

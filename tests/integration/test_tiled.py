@@ -13,12 +13,12 @@ import uuid
 import numpy as np
 from bluesky import RunEngine
 from event_model import RunRouter
-from runstream.consumers.tiled import connect_catalog, tiled_factory
-from runstream.producer import KafkaPublisher, lineage
-from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 from tiled.client import from_uri
 from tiled.queries import FullText, Key, KeyPresent
 
+from runstream.consumers.tiled import connect_catalog, tiled_factory
+from runstream.producer import KafkaPublisher, lineage
+from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 from tests.integration.consumer_harness import ROOT, gated_run, running, settings, wait_for
 from tests.kafka_tools import unique_prefix
 from tests.tiled_fixtures import runs_closed

@@ -17,10 +17,10 @@ from bluesky import RunEngine
 from bluesky.plans import count
 from event_model import StreamRange, compose_run
 from ophyd.sim import SynGauss, SynSignalWithRegistry, motor
-from runstream.consumers.tiled import connect_catalog, tiled_factory
-from runstream.producer import KafkaPublisher, lineage
 from tiled.client import from_uri
 
+from runstream.consumers.tiled import connect_catalog, tiled_factory
+from runstream.producer import KafkaPublisher, lineage
 from tests.integration.consumer_harness import running, settings, wait_for
 from tests.kafka_tools import unique_prefix
 from tests.tiled_fixtures import runs_closed

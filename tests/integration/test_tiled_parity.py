@@ -23,12 +23,12 @@ from bluesky.plans import count, scan
 from bluesky.preprocessors import baseline_wrapper
 from bluesky_tiled_plugins import TiledWriter
 from ophyd.sim import SynSignal, hw
+from tiled.client import from_uri
+
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs
 from runstream.schemas.partition import partition_for
-from tiled.client import from_uri
-
 from tests.integration.consumer_harness import running, settings, wait_for
 from tests.kafka_tools import unique_prefix
 

@@ -11,9 +11,9 @@ import time
 
 import httpx
 import pytest
-from runstream.consumers.tiled.retry import TiledRetry, WriterStoppingError
 from tiled.client.utils import retry_context
 
+from runstream.consumers.tiled.retry import TiledRetry, WriterStoppingError
 from tests.kafka_tools import free_port
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
-from runstream.producer import KafkaPublisher
 
+from runstream.producer import KafkaPublisher
 from tests.kafka_tools import create_topic, unique_prefix
 
 

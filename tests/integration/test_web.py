@@ -18,10 +18,10 @@ import pytest
 from bluesky import RunEngine
 from bluesky.plans import count, grid_scan
 from ophyd.sim import SynAxis
+
 from runstream.consumers.cellformat import cell_text
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sim_hw
-
 from tests.kafka_tools import create_topic, unique_prefix
 from tests.web_tools import COLOURED_PIXELS, DRAWN_PIXELS, chromium, screenshot, web_process
 
@@ -391,6 +391,7 @@ def test_a_large_run_is_paged_with_every_row_and_a_decimated_plot(browser) -> No
 
     import uvicorn
     from event_model import compose_run
+
     from runstream.consumers.web.app import create_app
     from runstream.consumers.web.model import RunFeed, RunStore
     from runstream.consumers.web.settings import WebSettings

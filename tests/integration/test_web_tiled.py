@@ -10,6 +10,7 @@ from bluesky import RunEngine
 from bluesky.plans import count, scan
 from event_model import RunRouter
 from fastapi.testclient import TestClient
+
 from runstream.consumers.cellformat import cell_text
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.consumers.web.app import create_app
@@ -17,7 +18,6 @@ from runstream.consumers.web.model import RunStore
 from runstream.consumers.web.settings import WebSettings
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import sim_hw
-
 from tests.integration.consumer_harness import wait_for
 from tests.kafka_tools import free_port, unique_prefix
 from tests.web_tools import chromium, web_process

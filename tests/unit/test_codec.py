@@ -9,9 +9,9 @@ import msgpack
 import msgpack_numpy
 import numpy as np
 import pytest
-from runstream.schemas import DecodeError, EncodeError
 
 from runstream import schemas
+from runstream.schemas import DecodeError, EncodeError
 from tests.seed_documents import seed_documents
 
 DTYPES = ["<f8", "<f4", ">f8", "<i2", "<i8", "<u1", "<u4", "?", "<c16", "<M8[ns]", "S5", "<U3"]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from runstream.consumers.services import load_factory
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from runstream.schemas import DecodeError, Headers, RunIndex, ValidationError
-from runstream.schemas.topics import check_topic
 
 from runstream import schemas
+from runstream.schemas import DecodeError, Headers, RunIndex, ValidationError
+from runstream.schemas.topics import check_topic
 from tests.seed_documents import seed_documents
 
 
@@ -141,6 +141,7 @@ def test_fast_path_never_accepts_what_the_full_validator_rejects() -> None:
     import random
 
     import fastjsonschema
+
     from runstream.schemas.validation import _validators
 
     rng = random.Random(7)

@@ -69,7 +69,7 @@ def test_the_guide_has_the_commands_and_topics_asked_for() -> None:
 
 
 def test_the_documented_partition_default_is_the_codes() -> None:
-    from runstream.producer.config import PublisherSettings
+    from runstream.producer.settings import PublisherSettings
 
     default = PublisherSettings.model_fields["partitions"].default
     assert f"`RUNSTREAM_PARTITIONS` (default {default}" in " ".join(GUIDE_TEXT.split())

@@ -8,8 +8,8 @@ import tomllib
 
 import pytest
 from prometheus_client import CollectorRegistry
-from runstream.consumers.health import HealthServer
 
+from runstream.consumers.health import HealthServer
 from tests.deployment.codebase import tiled_config_problems, tiled_status
 from tests.deployment.image import check_dockerfile, dockerignore_allows
 from tests.deployment.render import (

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+
 from runstream.producer import lineage
 from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
 from runstream.producer.engine.auth import TokenGuard
-
 from tests.engine_tasks import wait_for_task
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test credential

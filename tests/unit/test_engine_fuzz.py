@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+
 from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
 from runstream.producer.engine.auth import TokenGuard
-
 from tests.kafka_tools import free_port
 
 TOKEN = "fuzz-token"  # noqa: S105 - a test credential

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from runstream.producer.engine.cli import parse_params
 from runstream.producer.engine.store import RESTART_REASON, TaskStore
 from runstream.schemas import CommandError

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from runstream.consumers.config import ConsumerSettings
-from runstream.producer import KafkaPublisher, PublisherConfigError
-from runstream.producer.engine.config import EngineSettings
-from runstream.schemas.kafka import (
+
+from runstream.consumers.settings import ConsumerSettings
+from runstream.kafka import (
     KafkaConfigError,
     KafkaSettings,
     Replication,
     admin_config,
     read_config_file,
 )
+from runstream.producer import KafkaPublisher, PublisherConfigError
+from runstream.producer.engine.settings import EngineSettings
 
 
 @pytest.fixture

@@ -61,3 +61,37 @@ def test_production_code_importing_demo_plans_or_ophyd_sim_breaks_the_rule(tmp_p
     assert result.returncode != 0
     assert "runstream.producer.engine.eager_demo -> runstream.producer.plans" in result.stdout
     assert "runstream.producer.engine.eager_sim -> ophyd.sim" in result.stdout
+
+
+def test_the_contract_importing_a_kafka_client_breaks_the_rule(tmp_path: Path) -> None:
+    tree = lay_out_as_installed(tmp_path)
+    (tree / "runstream" / "schemas" / "clientish.py").write_text("import confluent_kafka\n")
+    (tree / "runstream" / "kafka" / "upward.py").write_text("import runstream.producer\n")
+    result = lint_imports(tree)
+    assert result.returncode != 0
+    assert "runstream.schemas.clientish -> confluent_kafka" in result.stdout
+    assert "runstream.kafka.upward -> runstream.producer" in result.stdout
+
+
+def test_only_runstreams_own_subpackages_import_under_its_name() -> None:
+    """From a checkout, the mapped folders import as `runstream.*` and nothing else does."""
+    code = (
+        "import importlib, runstream\n"
+        "for name in ('schemas', 'kafka', 'producer', 'consumers', 'producer.engine'):\n"
+        "    importlib.import_module('runstream.' + name)\n"
+        "leaks = []\n"
+        "for name in ('tests', 'deploy', 'runstream', 'docs'):\n"
+        "    try:\n"
+        "        importlib.import_module('runstream.' + name)\n"
+        "        leaks.append(name)\n"
+        "    except ImportError:\n"
+        "        pass\n"
+        "print(leaks)\n"
+    )
+    for env in ({}, {"PYTHONPATH": str(ROOT)}):
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env={**env, "PATH": ""},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "[]", f"importable under runstream.: {result.stdout}"

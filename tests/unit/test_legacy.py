@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from runstream.consumers.legacy import LegacyRuns
 from runstream.consumers.router import RoutingError
 from runstream.consumers.watermark import PartitionWatermark
-
 from tests.seed_documents import seed_documents
 
 P = ("t", 0)

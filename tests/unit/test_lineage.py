@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bluesky import RunEngine
+
 from runstream.producer import lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 

@@ -7,6 +7,7 @@ and broker are in `tests/integration/test_tiled_parity.py`.
 from __future__ import annotations
 
 from confluent_kafka import KafkaError
+
 from runstream.consumers.ordering import TimestampMerge
 
 T = "topic"

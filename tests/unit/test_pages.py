@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from runstream.producer.pages import split_to_fit
 
 from runstream import schemas
+from runstream.producer.pages import split_to_fit
 
 
 def _event_page(rows: int) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from runstream.schemas import murmur2, partition_for
 
 KAFKA_VECTORS = {

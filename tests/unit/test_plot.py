@@ -9,6 +9,7 @@ from bluesky import RunEngine
 from bluesky.plans import count, scan
 from event_model import RunRouter
 from PIL import Image
+
 from runstream.consumers.plot import RunPlot, plot_factory
 from runstream.producer.plans import nested_runs, sim_hw
 

@@ -8,12 +8,12 @@ from collections import defaultdict
 import pytest
 from bluesky import RunEngine
 from bluesky.callbacks import LiveTable
+
+from runstream import schemas
 from runstream.consumers.metrics import ConsumerMetrics
 from runstream.consumers.router import Router, RoutingError
 from runstream.producer import lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sim_hw
-
-from runstream import schemas
 
 
 def _emit(plan) -> list[tuple[str, str, int, dict]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 from bluesky import RunEngine
 from event_model import RunRouter
+
 from runstream.consumers.cellformat import cell
 from runstream.consumers.table import RunTable, table_factory
 from runstream.producer.plans import nested_runs, recursive_runs
-
 from tests.table_text import table_rows
 
 

@@ -44,6 +44,7 @@ def test_the_engine_panel_is_off_without_an_engine_url() -> None:
 
 def test_a_run_links_to_tiled_when_a_tiled_url_is_given() -> None:
     from event_model import compose_run
+
     from runstream.consumers.web.model import RunFeed
 
     store = RunStore()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from event_model import RunRouter, compose_run
+
 from runstream.consumers.cellformat import cell_text
 from runstream.consumers.protocols import per_run
 from runstream.consumers.web import plotdata

@@ -7,9 +7,10 @@ from pathlib import Path
 import platformdirs
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from runstream.schemas.errors import RunstreamError
 
-from ..config import PublisherSettings
+from ..settings import PublisherSettings
 
 DEFAULT_URL = "http://127.0.0.1:8600"
 #: The demo's plans (the seed's multi-run plans) and devices (`ophyd.sim`): served unless

@@ -26,20 +26,21 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .errors import CommandError
+from confluent_kafka import KafkaError
 
-#: librdkafka's error codes (confluent_kafka.KafkaError), kept here so that the wire
-#: contract does not import the client library.
-ALL_BROKERS_DOWN = -187
-TRANSPORT = -195
-RESOLVE = -193
-AUTHENTICATION = -169
-SSL = -181
-SASL_AUTHENTICATION_FAILED = 58
-TOPIC_AUTHORIZATION_FAILED = 29
-CLUSTER_AUTHORIZATION_FAILED = 31
-TIMED_OUT = -185
-REQUEST_TIMED_OUT = 7
+from runstream.schemas.errors import CommandError
+
+#: librdkafka's error codes that the report reads from errors handed to ``error_cb``.
+ALL_BROKERS_DOWN = KafkaError._ALL_BROKERS_DOWN
+TRANSPORT = KafkaError._TRANSPORT
+RESOLVE = KafkaError._RESOLVE
+AUTHENTICATION = KafkaError._AUTHENTICATION
+SSL = KafkaError._SSL
+SASL_AUTHENTICATION_FAILED = KafkaError.SASL_AUTHENTICATION_FAILED
+TOPIC_AUTHORIZATION_FAILED = KafkaError.TOPIC_AUTHORIZATION_FAILED
+CLUSTER_AUTHORIZATION_FAILED = KafkaError.CLUSTER_AUTHORIZATION_FAILED
+TIMED_OUT = KafkaError._TIMED_OUT
+REQUEST_TIMED_OUT = KafkaError.REQUEST_TIMED_OUT
 
 #: Topic-creation failures that only mean Kafka is away or slow (said by the report).
 _QUIET_TOPIC_CODES = {TIMED_OUT, REQUEST_TIMED_OUT, TRANSPORT, ALL_BROKERS_DOWN, RESOLVE}

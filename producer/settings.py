@@ -8,9 +8,9 @@ from typing import Literal
 import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from runstream.schemas.kafka import KafkaSettings
 
 from runstream import schemas
+from runstream.kafka import KafkaSettings
 
 FsyncPolicy = Literal["always", "interval", "never"]
 

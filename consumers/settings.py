@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from runstream.schemas.kafka import KafkaSettings
 
 from runstream import schemas
+from runstream.kafka import KafkaSettings
 
 
 class ConsumerSettings(BaseSettings):
