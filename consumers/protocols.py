@@ -1,7 +1,8 @@
 """What the runtime expects of the code it runs, as protocols (duck-typed).
 
 A *factory* has event-model RunRouter's signature; any existing RunRouter
-factory works unchanged. A callback may add two optional hooks:
+factory works unchanged. A callback may add two optional hooks, which
+`callback.RunCallback` declares for runstream's own callbacks:
 
 * ``tick()``: called from the consumer thread every ``tick_interval`` (also when
   no message arrives), for time-based work: closing batches, throttled redraws.

@@ -22,7 +22,7 @@ from typing import Any
 from runstream.schemas.errors import RunstreamError
 
 from .metrics import ConsumerMetrics
-from .protocols import Callback, Factory, SubFactory
+from .protocols import Abandonable, Callback, Factory, SubFactory, Ticking
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,12 @@ class Run:
 
     def all_callbacks(self) -> list[Callback]:
         return self.callbacks + self.sub_callbacks
+
+    def tickers(self) -> list[Ticking]:
+        return [c for c in self.all_callbacks() if isinstance(c, Ticking)]
+
+    def abandoners(self) -> list[Abandonable]:
+        return [c for c in self.all_callbacks() if isinstance(c, Abandonable)]
 
 
 class Router:
@@ -178,14 +184,12 @@ class Router:
             return
         log.warning("run %s abandoned without a stop: %s", run_uid, reason)
         self.metrics.abandoned.labels(reason.split(":", 1)[0]).inc()
-        for callback in run.all_callbacks():
-            hook = getattr(callback, "abandon", None)
-            if hook is not None:
-                try:
-                    hook(reason)
-                except Exception:
-                    self.metrics.callback_errors.inc()
-                    log.exception("run %s: abandon of %r failed", run_uid, callback)
+        for callback in run.abandoners():
+            try:
+                callback.abandon(reason)
+            except Exception:
+                self.metrics.callback_errors.inc()
+                log.exception("run %s: abandon of %r failed", run_uid, callback)
         self.runs.pop(run_uid, None)
         if remember:
             self.closed[run_uid] = None
@@ -193,14 +197,12 @@ class Router:
 
     def tick(self) -> None:
         for run in list(self.runs.values()):
-            for callback in run.all_callbacks():
-                hook = getattr(callback, "tick", None)
-                if hook is not None:
-                    try:
-                        hook()
-                    except Exception:
-                        self.metrics.callback_errors.inc()
-                        log.exception("run %s: tick of %r failed", run.uid, callback)
+            for callback in run.tickers():
+                try:
+                    callback.tick()
+                except Exception:
+                    self.metrics.callback_errors.inc()
+                    log.exception("run %s: tick of %r failed", run.uid, callback)
 
     def idle_runs(self, timeout: float) -> list[str]:
         now = self.clock()

@@ -16,17 +16,21 @@ from .errors import (
 from .headers import CONTRACT_VERSION, Headers
 from .keys import RunIndex
 from .partition import murmur2, partition_for
+from .service import CONTROLS, Control, Health, health
 from .topics import dead_letter_topic, document_topic
 from .validation import validate
 
 __all__ = [
     "CONTRACT_VERSION",
+    "CONTROLS",
     "DOCUMENT_NAMES",
     "CommandError",
     "ContractError",
+    "Control",
     "DecodeError",
     "EncodeError",
     "Headers",
+    "Health",
     "RunIndex",
     "RunstreamError",
     "ValidationError",
@@ -34,6 +38,7 @@ __all__ = [
     "decode",
     "document_topic",
     "encode",
+    "health",
     "murmur2",
     "partition_for",
     "validate",

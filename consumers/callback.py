@@ -1,0 +1,31 @@
+"""The base of runstream's per-run callbacks: event-model's dispatch plus two hooks.
+
+`RunCallback` is event-model's `DocumentRouter`: calling it with ``(name, doc)``
+calls the method of that name, and an ``event_page`` reaches a subclass that only
+defines ``event`` one event at a time (and the other way round). runstream adds the
+two hooks the consumer runtime calls (`protocols.Ticking`, `protocols.Abandonable`):
+
+- ``tick()``, every ``tick_interval`` from the consumer thread, for time-based work
+  (closing a batch, a throttled redraw);
+- ``abandon(reason)``, when the run is dropped without its stop (partition revoked,
+  shutdown, idle timeout); nothing more reaches the callback after it.
+
+The table, plot, Tiled writer and web view callbacks subclass it. A user's own
+RunRouter factory may return any callable; the hooks are optional.
+"""
+
+from __future__ import annotations
+
+from event_model import DocumentRouter
+
+__all__ = ["RunCallback"]
+
+
+class RunCallback(DocumentRouter):
+    """One run's callback: a method per document name, and the runtime's two hooks."""
+
+    def tick(self) -> None:
+        """Time-based work; called every ``tick_interval`` while the run is open."""
+
+    def abandon(self, reason: str) -> None:
+        """The run was dropped without its stop, for ``reason``; nothing more comes."""
