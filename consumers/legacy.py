@@ -8,7 +8,7 @@ resource -> run, stream_resource -> run), and partition order stands in for
 ``seq``: a counter per run, 0 at its start, +1 per document.
 
 The numbers are the same on every replay. The runtime commits offsets behind
-the start of every run whose documents may follow (`watermark`), so a consumer
+the start of every run whose documents may follow (`commitpoint`), so a consumer
 that resumes from a committed offset sees each such run from its start again and
 numbers it afresh. Per partition, since a partition is replayed on its own.
 A bluesky-kafka producer that wrote a message twice (no idempotence) shows it

@@ -2,7 +2,7 @@
 
 One poll loop per process: messages are checked (headers, value, schema), routed
 to their run's callbacks (see `router.Router`), and offsets are committed behind
-the start of every run still open in a partition (see `watermark`), so a run
+the start of every run still open in a partition (see `commitpoint`), so a run
 whose consumer dies is replayed from its start by the next owner. Rebalancing
 is cooperative; a revoked partition's runs are abandoned (their callbacks told)
 after committing what is safe. Bad messages go to ``<topic>.dlq``. Messages
@@ -26,6 +26,7 @@ from runstream import schemas
 from runstream.kafka import admin_config
 from runstream.kafka.connection import ConnectionReport
 
+from .commitpoint import CommitPoint
 from .deadletter import DeadLetters
 from .health import HealthServer
 from .legacy import LegacyRuns
@@ -34,7 +35,6 @@ from .ordering import TimestampMerge
 from .protocols import Factory
 from .router import Router, RoutingError
 from .settings import ConsumerSettings
-from .watermark import PartitionWatermark
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class Runtime:
         self.settings = settings
         self.metrics = ConsumerMetrics()
         self.router = Router(factories, self.metrics, time.monotonic)
-        self.watermarks: dict[TopicPart, PartitionWatermark] = {}
+        self.commit_points: dict[TopicPart, CommitPoint] = {}
         self.legacy = LegacyRuns()
         self.order = TimestampMerge(settings.order_wait)
         self._stop = stop_event or threading.Event()  # shared with callbacks that wait
@@ -107,7 +107,7 @@ class Runtime:
         return time.monotonic() - self._last_loop < 30
 
     def ready(self) -> bool:
-        return bool(self.watermarks) and self._polled and self.alive()
+        return bool(self.commit_points) and self._polled and self.alive()
 
     def run(self) -> None:
         s = self.settings
@@ -157,7 +157,7 @@ class Runtime:
     def _shutdown(self) -> None:
         log.info("stopping: committing what was processed")
         self.commit(asynchronous=False)
-        self._forget(list(self.watermarks), "shutdown")
+        self._forget(list(self.commit_points), "shutdown")
         try:
             self.consumer.close()
         except KafkaException as exc:
@@ -174,21 +174,21 @@ class Runtime:
                 log.warning("consumer error: %s", err)
             return
         tp = (msg.topic(), msg.partition())
-        watermark = self.watermarks.get(tp)
-        if watermark is None:  # from a partition revoked while the batch was in hand
+        point = self.commit_points.get(tp)
+        if point is None:  # from a partition revoked while the batch was in hand
             return
         offset = msg.offset()
         try:
             run, seq, name, doc = self._read(tp, msg)
             if self.router.route(tp, run, seq, name, doc) and name == "start":
-                watermark.run_opened(run, offset)
+                point.run_opened(run, offset)
             if name == "stop":
-                watermark.run_closed(run, offset)
+                point.run_closed(run, offset)
         except (schemas.ContractError, RoutingError) as exc:
             self._dead_letter(msg, exc)
         except KeyError as exc:  # a valid document missing a field routing needs
             self._dead_letter(msg, RoutingError(f"missing field {exc}"))
-        watermark.processed(offset)
+        point.processed(offset)
 
     def _read(self, tp: TopicPart, msg: Message) -> tuple[str, int, str, dict[str, Any]]:
         """``(run, seq, name, doc)`` of a checked message: ours, or a legacy one (`legacy`)."""
@@ -220,20 +220,20 @@ class Runtime:
             return
         self.router.abandon(uid, reason)
         self.legacy.forget_run(run.partition, uid)
-        watermark = self.watermarks.get(run.partition)
-        if watermark is not None:
-            watermark.run_closed(uid)
+        point = self.commit_points.get(run.partition)
+        if point is not None:
+            point.run_closed(uid)
 
     # -- offsets --------------------------------------------------------------
 
     def commit(self, asynchronous: bool = True, only: list[TopicPart] | None = None) -> None:
         offsets = []
-        for tp, watermark in self.watermarks.items():
+        for tp, point in self.commit_points.items():
             if only is not None and tp not in only:
                 continue
-            offset = watermark.to_commit()
+            offset = point.to_commit()
             if offset is not None:
-                offsets.append((tp, watermark, offset))
+                offsets.append((tp, point, offset))
         if not offsets:
             return
         if not self.dead_letters.flush(10):
@@ -247,12 +247,12 @@ class Runtime:
         except KafkaException as exc:
             log.warning("commit failed (%s); it is retried", exc)
             return
-        for _, watermark, offset in offsets:
-            watermark.committed = offset
+        for _, point, offset in offsets:
+            point.committed = offset
 
     def _measure_lag(self) -> None:
-        for (topic, partition), watermark in list(self.watermarks.items()):
-            if watermark.next_offset is None:
+        for (topic, partition), point in list(self.commit_points.items()):
+            if point.next_offset is None:
                 continue
             try:
                 _low, high = self.consumer.get_watermark_offsets(
@@ -261,13 +261,13 @@ class Runtime:
             except KafkaException:
                 continue
             if high >= 0:
-                lag = max(0, high - watermark.next_offset)
+                lag = max(0, high - point.next_offset)
                 self._lags[(topic, partition)] = lag
                 self.metrics.lag.labels(topic, str(partition)).set(lag)
                 self._lag_reported.add((topic, partition))
 
     def _waiting(self) -> str:
-        lags = [self._lags[tp] for tp in self.watermarks if tp in self._lags]
+        lags = [self._lags[tp] for tp in self.commit_points if tp in self._lags]
         lag = f"lag {sum(lags)} messages on {len(lags)} partitions" if lags else "lag unknown"
         return f"{lag}, {len(self.router.runs)} runs open"
 
@@ -283,7 +283,7 @@ class Runtime:
     def _assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.connection.connected()
         for p in partitions:
-            self.watermarks[(p.topic, p.partition)] = PartitionWatermark()
+            self.commit_points[(p.topic, p.partition)] = CommitPoint()
         self.order.assigned((p.topic, p.partition) for p in partitions)
         log.info("assigned %s", ", ".join(f"{p.topic}/{p.partition}" for p in partitions) or "-")
 
@@ -301,14 +301,14 @@ class Runtime:
     def _forget(self, parts: list[TopicPart], event: str) -> None:
         """Partitions no longer ours (``event``: shutdown, revoked or lost). Their open runs
         are abandoned here, to be replayed whole by the partitions' next owner."""
-        parts = [tp for tp in parts if tp in self.watermarks]
+        parts = [tp for tp in parts if tp in self.commit_points]
         reason = f"{event}: {_LEFT_MID_RUN[event]}"
         left = 0
         for tp in parts:
             for uid in self.router.runs_in(tp):
                 self.router.abandon(uid, reason, remember=False)
                 left += 1
-            self.watermarks.pop(tp, None)
+            self.commit_points.pop(tp, None)
             self.legacy.forget_partition(tp)
             self._lags.pop(tp, None)
             if tp in self._lag_reported:

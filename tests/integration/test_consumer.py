@@ -256,5 +256,5 @@ def test_a_run_that_never_ends_is_closed_and_releases_offsets(
     s = settings(kafka_bootstrap, topic, idle_timeout=1.5, commit_interval=0.2)
     with running(s, [lambda name, doc: ([Listener()], [])]) as runtime:
         wait_for(lambda: told, what="the idle run to be closed")
-        wait_for(lambda: runtime.watermarks[(topic, 0)].committed == 2, what="offsets to move")
+        wait_for(lambda: runtime.commit_points[(topic, 0)].committed == 2, what="offsets to move")
     assert told == ["idle: no document for 2 s"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from runstream.consumers.commitpoint import CommitPoint
 from runstream.consumers.legacy import LegacyRuns
 from runstream.consumers.router import RoutingError
-from runstream.consumers.watermark import PartitionWatermark
 from tests.seed_documents import seed_documents
 
 P = ("t", 0)
@@ -33,18 +33,18 @@ def test_a_replay_from_the_committed_offset_numbers_runs_the_same() -> None:
     """A consumer dies mid-topic; the next one starts at the committed offset with nothing
     remembered, and gives every document it reads the seq the first one gave."""
     docs = _interleaved()
-    first, watermark = LegacyRuns(), PartitionWatermark()
+    first, point = LegacyRuns(), CommitPoint()
     numbered = []
     cut = len(docs) * 2 // 3
     for offset, (name, doc) in enumerate(docs[:cut]):
         run, seq = first.identify(P, name, doc)
         numbered.append((run, seq))
         if name == "start":
-            watermark.run_opened(run, offset)
+            point.run_opened(run, offset)
         if name == "stop":
-            watermark.run_closed(run, offset)
-        watermark.processed(offset)
-    committed = watermark.safe_offset()
+            point.run_closed(run, offset)
+        point.processed(offset)
+    committed = point.safe_offset()
     assert committed is not None and committed < cut  # runs were open at the cut
     again = LegacyRuns()
     for offset in range(committed, cut):

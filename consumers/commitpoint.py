@@ -10,7 +10,12 @@ open run's start would otherwise meet the tail of the ended one without its star
 from __future__ import annotations
 
 
-class PartitionWatermark:
+class CommitPoint:
+    """One partition's commit point: the offset below which no open run's documents lie.
+
+    (Not Kafka's high watermark, the offset after a partition's last message.)
+    """
+
     def __init__(self) -> None:
         self.next_offset: int | None = None  # after the last processed message
         self.open_starts: dict[str, int] = {}  # run uid -> offset of its start

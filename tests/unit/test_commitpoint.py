@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from runstream.consumers.watermark import PartitionWatermark
+from runstream.consumers.commitpoint import CommitPoint
 
 
 def test_nothing_processed_nothing_to_commit() -> None:
-    assert PartitionWatermark().to_commit() is None
+    assert CommitPoint().to_commit() is None
 
 
 def test_commit_stays_behind_open_runs() -> None:
-    w = PartitionWatermark()
+    w = CommitPoint()
     w.run_opened("outer", 10)
     w.processed(10)
     w.run_opened("inner", 15)
@@ -25,7 +25,7 @@ def test_commit_stays_behind_open_runs() -> None:
 def test_a_run_that_ended_after_an_open_one_began_holds_the_offset_back() -> None:
     # a starts at 10, b at 15, a ends at 20 while b is open: a replay from 15 would meet
     # a's documents 16..20 without a's start, so the offset stays at 10 until b ends
-    w = PartitionWatermark()
+    w = CommitPoint()
     w.run_opened("a", 10)
     w.run_opened("b", 15)
     w.processed(20)
@@ -45,7 +45,7 @@ def test_a_run_that_ended_after_an_open_one_began_holds_the_offset_back() -> Non
 
 
 def test_to_commit_only_when_moved() -> None:
-    w = PartitionWatermark()
+    w = CommitPoint()
     w.processed(4)
     assert w.to_commit() == 5
     w.committed = 5
