@@ -22,7 +22,14 @@ __all__ = ["RunCallback"]
 
 
 class RunCallback(DocumentRouter):
-    """One run's callback: a method per document name, and the runtime's two hooks."""
+    """One run's callback: a method per document name, and the runtime's two hooks.
+
+    A method returns None: to DocumentRouter that means "the document passes through
+    unchanged"; calling the callback returns ``(name, doc)``, which the runtime ignores.
+    Define ``event`` or ``event_page`` or both: a page reaching a callback with only
+    ``event`` is unpacked into events (and an event packed into a page the other way),
+    so a hot path defines the form it receives most, or both.
+    """
 
     def tick(self) -> None:
         """Time-based work; called every ``tick_interval`` while the run is open."""

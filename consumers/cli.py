@@ -8,15 +8,17 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field
 
-from runstream.kafka import KafkaSettings, settings_problem
 from runstream.schemas.errors import CommandError
 
 from .runtime import Runtime
-from .services import ConsumerService, load_factory, services
-from .settings import ConsumerSettings
+from .services import ConsumerService, LocalTiledKey, ServiceContext, load_factory, services
+from .settings import ConsumerSettings, build_settings
+
+SettingsT = TypeVar("SettingsT", bound=ConsumerSettings)
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +69,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         default=S, help="skip event-model schema validation")  # fmt: skip
 
 
-def settings_from(args: argparse.Namespace) -> ConsumerSettings:
-    fields = ConsumerSettings.model_fields
-    overrides = {k: v for k, v in vars(args).items() if k in fields}
+def settings_from(model: type[SettingsT], args: argparse.Namespace) -> SettingsT:
+    """The service's one settings model: the options given win over ``RUNSTREAM_*`` variables."""
     try:
-        if getattr(args, "kafka_bootstrap", None):
-            overrides["kafka"] = KafkaSettings(bootstrap=args.kafka_bootstrap)
-        return ConsumerSettings(**overrides)
-    except ValidationError as exc:
-        raise UsageError(f"bad consumer settings: {settings_problem(exc)}") from None
+        return build_settings(model, vars(args))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -102,15 +101,16 @@ def run_until_signalled(runtime: Runtime) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], list],
-         service: ConsumerService | None = None) -> int:  # fmt: skip
-    args.stop_event = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
-    settings = settings_from(args)
-    with stop_on_signals(args.stop_event.set):  # from here on: a signal is a clean stop
+def _run(args: argparse.Namespace, service: ConsumerService,
+         local_tiled_key: LocalTiledKey | None = None) -> int:  # fmt: skip
+    settings = settings_from(service.settings, args)
+    stop = threading.Event()  # set at SIGTERM: lets waiting callbacks give up
+    with stop_on_signals(stop.set):  # from here on: a signal is a clean stop
         try:
-            factories = factories_of(args)
-            runtime = Runtime(settings, factories, args.stop_event)
-            detach = service.attach(args, runtime) if service and service.attach else None
+            context = service.context(settings=settings, stop=stop,
+                                      local_tiled_key=local_tiled_key)  # fmt: skip
+            runtime = Runtime(settings, service.factories(context), stop)
+            detach = service.attach(context, runtime) if service.attach else None
         except CommandError:
             raise
         except ValueError as exc:  # a bad factory, service option or setting
@@ -123,17 +123,39 @@ def _run(args: argparse.Namespace, factories_of: Callable[[argparse.Namespace], 
     return 0
 
 
-def _generic_factories(args: argparse.Namespace) -> list:
-    specs = getattr(args, "factory", None) or []
+class FactorySettings(ConsumerSettings):
+    """``runstream consume --factory ...``: the consumer settings and the factories to run."""
+
+    factories: list[str] = Field(
+        default_factory=list, description="RunRouter factories, package.module:callable"
+    )
+
+
+def _generic_factories(context: ServiceContext[FactorySettings]) -> list:
+    specs = context.settings.factories
     if not specs:
-        raise UsageError("give --factory package.module:callable, or a service: "
-                         + ", ".join(services()))  # fmt: skip
+        raise UsageError("give --factory package.module:callable (RUNSTREAM_FACTORIES), "
+                         "or a service: " + ", ".join(services()))  # fmt: skip
     return [load_factory(spec) for spec in specs]
 
 
-def register(
-    sub: argparse._SubParsersAction, local_tiled_key: Callable[[str], str | None] | None = None
-) -> None:
+def _factory_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--factory",
+        action="append",
+        dest="factories",
+        metavar="MODULE:CALLABLE",
+        default=argparse.SUPPRESS,
+        help="RunRouter factory to run (repeatable; RUNSTREAM_FACTORIES)",
+    )
+
+
+GENERIC = ConsumerService("factories", "your own RunRouter factories", FactorySettings,
+                          _factory_arguments, _generic_factories)  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction,
+             local_tiled_key: LocalTiledKey | None = None) -> None:  # fmt: skip
     """Add ``runstream consume``; ``local_tiled_key(url)`` gives a local Tiled server's key."""
     parser = sub.add_parser(
         "consume",
@@ -141,14 +163,12 @@ def register(
         description="Consume runstream topics in a consumer group, giving every run its own "
         "callbacks. Runs until SIGTERM/SIGINT, then commits what it processed and exits 0.",
     )
-    parser.add_argument("--factory", action="append", metavar="MODULE:CALLABLE",
-                        help="RunRouter factory to run (repeatable)")  # fmt: skip
+    GENERIC.add_arguments(parser)
     _common(parser)
-    parser.set_defaults(func=lambda args: _run(args, _generic_factories))
+    parser.set_defaults(func=lambda args: _run(args, GENERIC, local_tiled_key))
     kinds = parser.add_subparsers(dest="service", metavar="SERVICE")
     for service in services().values():
         p = kinds.add_parser(service.name, help=service.help, description=service.help)
         _common(p)
         service.add_arguments(p)
-        p.set_defaults(func=lambda args, s=service: _run(args, s.factories, s),
-                       local_tiled_key=local_tiled_key)  # fmt: skip
+        p.set_defaults(func=lambda args, s=service: _run(args, s, local_tiled_key))

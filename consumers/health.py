@@ -1,11 +1,14 @@
 """Liveness, readiness and Prometheus metrics over HTTP, on a daemon thread.
 
 ``/healthz`` answers 200 while the poll loop turns; ``/readyz`` 200 once the
-consumer has partitions and polls; ``/metrics`` the Prometheus text format.
+consumer has partitions and polls; both with the body every runstream service
+answers (``{"ok": bool, "problems": [...]}``, see `runstream.schemas.service`);
+``/metrics`` the Prometheus text format.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -13,7 +16,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from runstream.schemas.service import Health, health
+
 log = logging.getLogger(__name__)
+
+STALLED = "the consumer loop stalled"
+NOT_READY = "the consumer has no partitions assigned yet or does not poll"
+
+
+def liveness(alive: Callable[[], bool]) -> tuple[int, Health]:
+    """(status, body) of ``/healthz``: the consumer loop turns."""
+    return health([] if alive() else [STALLED])
+
+
+def readiness(ready: Callable[[], bool]) -> tuple[int, Health]:
+    """(status, body) of ``/readyz``: the consumer has its partitions and polls."""
+    return health([] if ready() else [NOT_READY])
 
 
 class HealthServer:
@@ -27,11 +45,9 @@ class HealthServer:
                 if path == "/metrics":
                     self._answer(200, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    ok = owner.alive()
-                    self._answer(200 if ok else 503, b"ok\n" if ok else b"stalled\n")
+                    self._answer_health(*liveness(owner.alive))
                 elif path == "/readyz":
-                    ok = owner.ready()
-                    self._answer(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                    self._answer_health(*readiness(owner.ready))
                 else:
                     self._answer(404, b"not found: try /healthz, /readyz or /metrics\n")
 
@@ -41,6 +57,9 @@ class HealthServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _answer_health(self, code: int, body: Health) -> None:
+                self._answer(code, json.dumps(body).encode(), "application/json")
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http: " + format, *args)

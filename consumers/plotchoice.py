@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 MAX_CURVES = 6
 
 
@@ -37,11 +39,6 @@ def dimension_fields(start: Mapping[str, Any], data_keys: Mapping[str, Any]) -> 
     if found:
         return found
     return [m for m in start.get("motors") or [] if m in data_keys]
-
-
-def motor_fields(start: Mapping[str, Any], data_keys: Mapping[str, Any]) -> list[str]:
-    """The x axis: the scan's first dimension if the start says which, else none."""
-    return dimension_fields(start, data_keys)[:1]
 
 
 def detector_fields(descriptor: Mapping[str, Any], skip: set[str]) -> list[str]:
@@ -93,3 +90,36 @@ def choose(start: Mapping[str, Any], descriptor: Mapping[str, Any]) -> PlotChoic
             shape=(int(shape[0]), int(shape[1])), extents=ext,  # type: ignore[arg-type]
         )  # fmt: skip
     return PlotChoice("lines", dims[0] if dims else None, y_fields)
+
+
+def place_on_grid(
+    choice: PlotChoice, values: np.ndarray, rows_at: np.ndarray, columns_at: np.ndarray
+) -> np.ndarray:
+    """A grid scan's ``values`` as its rows x columns (NaN where no point fell): placed by
+    the two motors' positions ``rows_at``, ``columns_at`` when the start gives extents,
+    else in event order."""
+    assert choice.shape is not None
+    rows, cols = choice.shape
+    grid = np.full(rows * cols, np.nan)
+    if choice.extents is not None:
+        (y0, y1), (x0, x1) = choice.extents
+        r = np.rint((rows_at - y0) / ((y1 - y0) or 1) * (rows - 1))
+        c = np.rint((columns_at - x0) / ((x1 - x0) or 1) * (cols - 1))
+        ok = np.isfinite(r) & np.isfinite(c) & (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+        grid[(r[ok] * cols + c[ok]).astype(np.int64)] = values[ok]
+    else:
+        k = min(len(values), rows * cols)
+        grid[:k] = values[:k]
+    return grid.reshape(rows, cols)
+
+
+def grid_edges(choice: PlotChoice) -> tuple[float, float, float, float] | None:
+    """The outer edges (left, right, bottom, top) of a grid's cells in motor units, so each
+    cell is centred on its position; None without extents."""
+    if choice.extents is None or choice.shape is None:
+        return None
+    (y0, y1), (x0, x1) = choice.extents
+    rows, cols = choice.shape
+    half_x = (x1 - x0) / (cols - 1) / 2 if cols > 1 else 0.5
+    half_y = (y1 - y0) / (rows - 1) / 2 if rows > 1 else 0.5
+    return (x0 - half_x, x1 + half_x, y0 - half_y, y1 + half_y)

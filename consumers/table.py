@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .callback import RunCallback
 from .cellformat import cell
 from .protocols import Factory, per_run
 from .runlabel import RunLabel
-from .services import ConsumerService
+from .services import ConsumerService, ServiceContext
+from .settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +78,11 @@ class StreamTable:
         return line
 
 
-class RunTable:
-    """A RunRouter callback for one run; ``tick`` and ``abandon`` are the runtime's hooks."""
+class RunTable(RunCallback):
+    """One run's tables; an event page arrives here one event at a time."""
 
     def __init__(self, out_dir: Path | None, echo: TextIO | None) -> None:
+        super().__init__()
         self.out_dir = out_dir
         self.echo = echo
         self.label: RunLabel | None = None
@@ -87,25 +93,20 @@ class RunTable:
 
     # -- documents --------------------------------------------------------------
 
-    def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        handler = getattr(self, f"_{name}", None)
-        if handler is not None:
-            handler(doc)
-
-    def _start(self, doc: Mapping[str, Any]) -> None:
+    def start(self, doc: Mapping[str, Any]) -> None:
         self.label = RunLabel.from_start(doc)
         self._say(f"run {self.label.describe()}")
         self._dirty = True
         self._render()
 
-    def _descriptor(self, doc: Mapping[str, Any]) -> None:
+    def descriptor(self, doc: Mapping[str, Any]) -> None:
         table = StreamTable(doc.get("name", "primary"), doc.get("data_keys", {}))
         self.streams[doc["uid"]] = table
         self._say(f"stream '{table.name}'")
         for line in table.head:
             self._say(line)
 
-    def _event(self, doc: Mapping[str, Any]) -> None:
+    def event(self, doc: Mapping[str, Any]) -> None:
         table = self.streams.get(doc["descriptor"])
         if table is None:
             log.warning("run %s: event for unknown descriptor %s", self._uid, doc["descriptor"])
@@ -113,19 +114,7 @@ class RunTable:
         self._say(table.row(doc["seq_num"], doc["time"], doc["data"]))
         self._dirty = True
 
-    def _event_page(self, page: Mapping[str, Any]) -> None:
-        table = self.streams.get(page["descriptor"])
-        if table is None:
-            log.warning(
-                "run %s: event page for unknown descriptor %s", self._uid, page["descriptor"]
-            )
-            return
-        data = page["data"]
-        for i, (seq_num, t) in enumerate(zip(page["seq_num"], page["time"], strict=True)):
-            self._say(table.row(seq_num, t, {k: v[i] for k, v in data.items()}))
-        self._dirty = True
-
-    def _stop(self, doc: Mapping[str, Any]) -> None:
+    def stop(self, doc: Mapping[str, Any]) -> None:
         counts = ", ".join(f"{n} {s}" for s, n in (doc.get("num_events") or {}).items())
         reason = f" ({doc['reason']})" if doc.get("reason") else ""
         self._finish(f"run ended: {doc.get('exit_status')}{reason}; events: {counts or 'none'}")
@@ -187,16 +176,35 @@ def table_factory(out_dir: Path | None, echo: TextIO | None = sys.stdout) -> Fac
     return per_run(lambda: RunTable(out_dir, echo))
 
 
+class TableSettings(BaseSettings):
+    """Where ``runstream consume table`` writes (``RUNSTREAM_TABLE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNSTREAM_TABLE_", extra="ignore")
+
+    out: Path | None = Field(None, description="Folder for one file per run (required)")
+    quiet: bool = Field(False, description="Write files only, not to stdout")
+
+
+class TableServiceSettings(ConsumerSettings):
+    table: TableSettings = Field(default_factory=TableSettings)
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, required=True, help="folder for one file per run")
-    parser.add_argument("--quiet", action="store_true", help="write files only, not to stdout")
+    S = argparse.SUPPRESS  # unset options keep TableSettings' values (env or defaults)
+    parser.add_argument("--out", type=Path, default=S, help="folder for one file per run "
+                        "(required; RUNSTREAM_TABLE_OUT)")  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", default=S,
+                        help="write files only, not to stdout (RUNSTREAM_TABLE_QUIET)")  # fmt: skip
 
 
-def _factories(args: argparse.Namespace) -> list:
-    return [table_factory(args.out, None if args.quiet else sys.stdout)]
+def _factories(context: ServiceContext[TableServiceSettings]) -> list:
+    table = context.settings.table
+    if table.out is None:
+        raise ValueError("give --out or RUNSTREAM_TABLE_OUT: the folder for the tables")
+    return [table_factory(table.out, None if table.quiet else sys.stdout)]
 
 
 SERVICE = ConsumerService(
     "table", "a live table per run and stream, to stdout and <out>/<scan_id>-<uid8>.txt",
-    _arguments, _factories,
+    TableServiceSettings, _arguments, _factories,
 )  # fmt: skip

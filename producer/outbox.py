@@ -3,7 +3,7 @@
 Layout of an outbox directory::
 
     segments/<first id>.log   records appended in id order (ids are 1, 2, 3, ...)
-    state.json                the acknowledged watermark and the runs open as of it
+    state.json                the acknowledged id and the runs open as of it
     refused/<run>.log         documents Kafka can never take (oversize, no run): kept, not sent
     lock                      flock held by the one publisher using this outbox
 
@@ -13,12 +13,11 @@ The RunEngine's thread appends with one ``write`` (so a SIGKILL of the engine
 loses nothing that was emitted: the bytes are in the kernel); the delivery
 thread reads the segments back in order, fsyncs by policy (a synced segment is
 closed and appends go on in a new one, so the RunEngine never waits for a sync)
-and moves the *watermark*: every record with ``id <= watermark`` is acknowledged
-by Kafka.
-Segments whose records are all under the watermark are deleted.
+and moves the *acknowledged id* (``acked_id``): Kafka has acknowledged every record
+with ``id <= acked_id``. Segments whose records are all acknowledged are deleted.
 
-Open runs after a crash: ``state.json`` holds the runs open among the records
-under the watermark, with their last seq; replaying the records above it (which
+Open runs after a crash: ``state.json`` holds the runs open among the acknowledged
+records, with their last seq; replaying the records above ``acked_id`` (which
 are still on disk) gives the runs open at the moment of the crash, so the next
 publisher can close each with an abort stop document. A torn last record (the
 engine died mid-write) fails its length or checksum and is cut off.
@@ -46,6 +45,8 @@ log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct("<II")
 SEGMENT_BYTES = 64 * 1024 * 1024
+#: What ``state.json`` called the acknowledged id before it had its name: read, never written.
+_OLD_ACKED_KEY = "watermark"
 
 
 class OutboxError(RunstreamError, RuntimeError):
@@ -93,8 +94,8 @@ def _frames(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 @dataclass
-class RunState:
-    """What the outbox knows of each open run: enough to continue its seq and close it."""
+class OpenRuns:
+    """The runs open after some record, each with its last seq: enough to go on and close it."""
 
     last_seq: dict[str, int] = field(default_factory=dict)
 
@@ -128,11 +129,11 @@ class Outbox:
             raise OutboxError(f"outbox directory {self.dir} is not writable")
         self._append_lock = threading.Lock()
         state = self._read_state()
-        self.watermark: int = state["watermark"]
-        self.acked_runs = RunState(dict(state["open_runs"]))
-        self.runs = RunState(dict(state["open_runs"]))  # as of the last appended record
-        self.last_id = self.watermark
-        self.pending: list[Record] = []  # records above the watermark found at open
+        self.acked_id: int = state["acked_id"]
+        self.acked_open_runs = OpenRuns(dict(state["open_runs"]))  # as of acked_id
+        self.open_runs = OpenRuns(dict(state["open_runs"]))  # as of the last appended record
+        self.last_id = self.acked_id
+        self.pending: list[Record] = []  # records above acked_id found at open
         self._recover()
         self._fd: int | None = None
         self._segment: Path | None = None
@@ -143,12 +144,14 @@ class Outbox:
     # -- opening --------------------------------------------------------------
 
     def _read_state(self) -> dict:
+        """``state.json``, also as older publishers wrote it (`_OLD_ACKED_KEY`)."""
         path = self.dir / "state.json"
         if not path.exists():
-            return {"watermark": 0, "open_runs": {}}
+            return {"acked_id": 0, "open_runs": {}}
         try:
             state = json.loads(path.read_text())
-            return {"watermark": int(state["watermark"]), "open_runs": state["open_runs"]}
+            acked_id = state["acked_id"] if "acked_id" in state else state[_OLD_ACKED_KEY]
+            return {"acked_id": int(acked_id), "open_runs": state["open_runs"]}
         except (ValueError, KeyError, TypeError) as exc:
             raise OutboxError(f"outbox state {path} is unreadable: {exc}") from exc
 
@@ -165,9 +168,9 @@ class Outbox:
                 end = frame_end
                 record = Record.parse(body)
                 self.last_id = max(self.last_id, record.id)
-                if record.id > self.watermark:
+                if record.id > self.acked_id:
                     self.pending.append(record)
-                    self.runs.apply(record)
+                    self.open_runs.apply(record)
             if end < len(data):
                 if i != len(segments) - 1:
                     raise OutboxError(
@@ -191,7 +194,7 @@ class Outbox:
             self._segment_size += len(frame)
             self.bytes += len(frame)
             self.last_id = record.id
-            self.runs.apply(record)
+            self.open_runs.apply(record)
             self.unsynced = True
             return self.bytes
 
@@ -230,12 +233,17 @@ class Outbox:
         os.fsync(fd)
         os.close(fd)
 
-    def advance(self, watermark: int, acked: list[Record]) -> None:
-        """Kafka has every record up to ``watermark``: persist that, drop what is done."""
+    @property
+    def unacknowledged(self) -> int:
+        """Records appended that Kafka has not acknowledged yet."""
+        return self.last_id - self.acked_id
+
+    def advance(self, acked_id: int, acked: list[Record]) -> None:
+        """Kafka has every record up to ``acked_id``: persist that, drop what is done."""
         for record in acked:
-            self.acked_runs.apply(record)
-        self.watermark = watermark
-        state = {"watermark": watermark, "open_runs": self.acked_runs.last_seq}
+            self.acked_open_runs.apply(record)
+        self.acked_id = acked_id
+        state = {"acked_id": acked_id, "open_runs": self.acked_open_runs.last_seq}
         tmp = self.dir / "state.json.part"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, self.dir / "state.json")
@@ -244,7 +252,7 @@ class Outbox:
     def _trim(self) -> None:
         segments = self.segments()
         for path, following in itertools.pairwise(segments):
-            if int(following.stem) - 1 <= self.watermark and path != self._segment:
+            if int(following.stem) - 1 <= self.acked_id and path != self._segment:
                 size = path.stat().st_size
                 path.unlink()
                 with self._append_lock:

@@ -2,13 +2,13 @@
 
 On the RunEngine's thread, each document is keyed by its run (``schemas.RunIndex``),
 numbered (``seq``, per run), encoded, and appended to the outbox with one write:
-microseconds. A delivery thread reads the outbox back in order, hands records to
-an idempotent librdkafka producer (``acks=all``, Java-compatible murmur2
-partitioning, no delivery timeout) and moves the outbox's watermark as Kafka
-acknowledges them. Each message's timestamp is when the engine emitted it, never
-earlier than the one before, and a start's strictly later: consumers merging
-partitions by timestamp see runs start in the engine's order (`consumers.ordering`).
-While the broker is down the outbox grows; when it returns
+microseconds. The delivery thread (`delivery.Delivery`) reads the outbox back in
+order, hands records to an idempotent librdkafka producer (``acks=all``,
+Java-compatible murmur2 partitioning, no delivery timeout) and moves the outbox's
+acknowledged id as Kafka acknowledges them. Each message's timestamp is when the
+engine emitted it, never earlier than the one before, and a start's strictly later:
+consumers merging partitions by timestamp see runs start in the engine's order
+(`consumers.ordering`). While the broker is down the outbox grows; when it returns
 the outbox drains in order. A publisher started on the outbox of one that died
 re-sends what was not acknowledged and closes every run left open with an abort
 stop document.
@@ -22,39 +22,31 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaException, Producer
 
 from runstream import schemas
-from runstream.kafka import Replication, TopicSpec, admin_config, ensure_topic
+from runstream.kafka import Replication, TopicSpec, admin_config
 from runstream.kafka.connection import ConnectionReport
-from runstream.schemas.errors import RunstreamError
 from runstream.schemas.topics import check_topic
 
+from .delivery import Delivery
 from .metrics import PublisherMetrics
-from .outbox import Outbox, Record, SegmentReader
+from .outbox import Outbox, Record
 from .pages import PAGE_NAMES, split_to_fit
-from .settings import FsyncPolicy, PublisherSettings
+from .settings import FsyncPolicy, PublisherConfigError, PublisherOptions, PublisherSettings
 
 log = logging.getLogger(__name__)
 
 #: Room left in a Kafka message for the key, the headers and the record's framing.
 ENVELOPE_ROOM = 1024
-#: Records handed to the delivery thread in memory; past that it reads them back from disk.
-FRESH_RECORDS = 100_000
-#: How often the acknowledged watermark is persisted (a crash re-sends at most this much).
-STATE_INTERVAL = 0.1
 _FORCED = {"enable.idempotence": True, "acks": "all", "partitioner": "murmur2_random"}
 RESTART_REASON = "engine restarted: the run was still open in the publisher's outbox"
 
-
-class PublisherConfigError(RunstreamError, ValueError):
-    """A setting the publisher cannot work with; raised at construction."""
+__all__ = ["KafkaPublisher", "PublisherConfigError"]
 
 
 class KafkaPublisher:
@@ -84,79 +76,38 @@ class KafkaPublisher:
         producer_id: str | None = None,
         **librdkafka: Any,
     ) -> None:
-        try:
-            self.topic = check_topic(topic)
-        except ValueError as exc:
-            raise PublisherConfigError(str(exc)) from None
-        if partitions < 1:
-            raise PublisherConfigError(f"partitions must be at least 1, not {partitions}")
-        try:
-            self.replication = Replication(replication_factor, min_insync_replicas)
-        except ValueError as exc:
-            raise PublisherConfigError(str(exc)) from None
-        if max_message_bytes < 4096:
-            raise PublisherConfigError(
-                f"max_message_bytes {max_message_bytes} is too small (< 4096)"
-            )
-        if fsync not in ("always", "interval", "never"):
-            raise PublisherConfigError(f"fsync must be always, interval or never, not {fsync!r}")
-        for key, value in _FORCED.items():
-            if key in librdkafka and str(librdkafka[key]).lower() != str(value).lower():
-                raise PublisherConfigError(
-                    f"{key}={librdkafka[key]!r} breaks delivery: runstream needs {value}"
-                )
-        self.partitions = partitions
-        self.max_message_bytes = max_message_bytes
-        self.retention_ms = retention_ms
-        self.fsync = fsync
-        self.fsync_interval = fsync_interval
-        self.max_outbox_bytes = max_outbox_bytes
+        self.topic = _checked_topic(topic)
+        self.options = PublisherOptions.checked(
+            partitions=partitions, max_message_bytes=max_message_bytes,
+            retention_ms=retention_ms, fsync=fsync, fsync_interval=fsync_interval,
+            max_outbox_bytes=max_outbox_bytes,
+        )  # fmt: skip
+        self.replication = _checked_replication(replication_factor, min_insync_replicas)
+        _check_forced(librdkafka)
+        self.max_outbox_bytes = self.options.max_outbox_bytes
         self.producer_id = producer_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = PublisherMetrics()
         self.connection = ConnectionReport(
             log, "publisher", bootstrap_servers, self._waiting, self._kafka_answers
         )
-        self._conf = {
-            "bootstrap.servers": bootstrap_servers,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "message.timeout.ms": 0,  # never give up a document: the outbox holds it meanwhile
-            "message.max.bytes": max_message_bytes + ENVELOPE_ROOM,
-            "client.id": self.producer_id,
-            **librdkafka,
-            **_FORCED,
-            **self.connection.client_settings(),
-        }
-        self._admin_conf = admin_config(self._conf)
-        self._producer = self._make_producer()
+        conf = self._client_config(bootstrap_servers, librdkafka)
+        self._producer = _make_producer(conf)
         self.outbox = Outbox(Path(outbox_dir))  # raises OutboxError when unusable
 
         self._index = schemas.RunIndex()
         self._next_seq: dict[str, int] = {}
         self._next_id = self.outbox.last_id + 1
         self._last_stamp = 0  # ms: the Kafka timestamp of the last record appended
-        self._limit = max_message_bytes - ENVELOPE_ROOM
+        self._limit = self.options.max_message_bytes - ENVELOPE_ROOM
         self._over_bound_logged = 0.0
         self._lock = threading.Lock()  # appends: the RunEngine's thread and recovery
-        self._fresh: deque[Record] = deque()  # appended records, handed over without a re-read
-        self._next_send = self.outbox.watermark + 1  # the next record to hand to librdkafka
-        # Direct: caught up, so the callback hands each record to librdkafka itself (a
-        # non-blocking enqueue; librdkafka's own threads deliver). Otherwise the delivery
-        # thread sends the backlog in order first. Switched under self._lock.
-        self._direct = False
-        self._state_written = 0.0
+        self.delivery = Delivery(
+            self.outbox, self._producer, self._topic_spec(), admin_config(conf), self.options,
+            self.metrics, self.connection, self._lock,
+        )  # fmt: skip
         self._close_left_open_runs()
-
-        self._stopping = threading.Event()
-        self._acked_cv = threading.Condition()
-        self._inflight: dict[int, Record] = {}
-        self._acked: set[int] = set()
-        self._topic_ready = False
         self.metrics.outbox_bytes.set(self.outbox.bytes)
-        self._thread = threading.Thread(
-            target=self._deliver, name="runstream-publisher", daemon=True
-        )
-        self._thread.start()
+        self.delivery.start()
 
     @classmethod
     def from_settings(cls, settings: PublisherSettings, **librdkafka: Any) -> KafkaPublisher:
@@ -170,22 +121,30 @@ class KafkaPublisher:
             settings.resolved_topic,
             bootstrap,
             settings.outbox_dir,
-            partitions=settings.partitions,
             replication_factor=replication.replication_factor,
             min_insync_replicas=replication.min_insync_replicas,
-            max_message_bytes=settings.max_message_bytes,
-            retention_ms=settings.retention_ms,
-            fsync=settings.fsync,
-            fsync_interval=settings.fsync_interval,
-            max_outbox_bytes=settings.max_outbox_bytes,
+            **settings.model_dump(include=set(PublisherOptions.model_fields)),
             **{**client, **librdkafka},
         )
 
-    def _make_producer(self) -> Producer:
-        try:
-            return Producer(self._conf)
-        except (KafkaException, ValueError, TypeError) as exc:
-            raise PublisherConfigError(f"invalid librdkafka setting: {exc}") from None
+    def _client_config(self, bootstrap_servers: str, librdkafka: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": bootstrap_servers,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.timeout.ms": 0,  # never give up a document: the outbox holds it meanwhile
+            "message.max.bytes": self.options.max_message_bytes + ENVELOPE_ROOM,
+            "client.id": self.producer_id,
+            **librdkafka,
+            **_FORCED,
+            **self.connection.client_settings(),
+        }
+
+    def _topic_spec(self) -> TopicSpec:
+        config = {"max.message.bytes": str(self.options.max_message_bytes)}
+        if self.options.retention_ms is not None:
+            config["retention.ms"] = str(self.options.retention_ms)
+        return TopicSpec(self.topic, self.options.partitions, self.replication, config)
 
     # -- the RunEngine's side -----------------------------------------------------
 
@@ -229,12 +188,7 @@ class KafkaPublisher:
         self._next_id += 1
         self._last_stamp = stamp
         size = self.outbox.append(record)
-        if self._direct and self._produce(record):
-            self._next_send = record.id + 1
-        else:  # catching up: the delivery thread sends it in order after what is older
-            self._direct = False
-            if len(self._fresh) < FRESH_RECORDS:
-                self._fresh.append(record)
+        self.delivery.offer(record)
         self.metrics.documents.inc()
         if size > self.max_outbox_bytes:
             self._over_bound(size)
@@ -258,7 +212,7 @@ class KafkaPublisher:
 
     def _close_left_open_runs(self) -> None:
         """Abort stops for the runs a previous publisher on this outbox left open."""
-        for run, last_seq in sorted(self.outbox.runs.last_seq.items()):
+        for run, last_seq in sorted(self.outbox.open_runs.last_seq.items()):
             self._next_seq[run] = last_seq + 1
             stop = {
                 "uid": str(uuid.uuid4()),
@@ -272,158 +226,10 @@ class KafkaPublisher:
             self._append(run, "stop", schemas.encode("stop", stop))
             self._next_seq.pop(run, None)
 
-    # -- delivery -------------------------------------------------------------------
-
-    def _deliver(self) -> None:
-        """The delivery thread: topic, fsync, backlogs, acknowledgements, the watermark.
-
-        It never wakes per document: waking it per document made the RunEngine's
-        threads wait for the GIL.
-        """
-        reader = SegmentReader(self.outbox, after=self.outbox.watermark)
-        next_topic_try = 0.0
-        last_sync = time.monotonic()
-        while not self._stopping.is_set():
-            now = time.monotonic()
-            if not self._topic_ready and now >= next_topic_try:
-                self._topic_ready = self._ensure_topic()
-                next_topic_try = now + 2.0
-            if self.fsync == "interval" and now - last_sync >= self.fsync_interval:
-                self.outbox.sync()
-                last_sync = now
-            if self._topic_ready and not self._direct and len(self._producer) < 50_000:
-                self._catch_up(reader)
-            self._producer.poll(0.02)
-            self._advance()
-            self.connection.tick()
-        self._producer.flush(1)
-        self._advance(force=True)
-
-    def _catch_up(self, reader: SegmentReader) -> None:
-        records = self._next_batch(reader)
-        if records and self.fsync == "always":
-            self.outbox.sync()
-        for record in records:
-            if not self._produce(record):
-                return
-            self._next_send = record.id + 1
-        if not records:
-            with self._lock:
-                if self._next_send == self._next_id:
-                    self._fresh.clear()
-                    self._direct = self.fsync != "always"  # "always": sync before every send
-
-    def _next_batch(self, reader: SegmentReader, limit: int = 2000) -> list[Record]:
-        """The next records to send in id order: fresh ones from memory, older ones from disk."""
-        fresh = self._fresh
-        while fresh and fresh[0].id < self._next_send:
-            fresh.popleft()
-        if fresh and fresh[0].id == self._next_send:
-            batch = [fresh.popleft()]
-            while fresh and len(batch) < limit and fresh[0].id == batch[-1].id + 1:
-                batch.append(fresh.popleft())
-            return batch
-        # Only on disk: left by a previous publisher, to be re-sent, or past the memory queue.
-        if reader.after != self._next_send - 1:
-            reader.rewind(self._next_send - 1)
-        return reader.read(limit)
-
-    def _produce(self, record: Record) -> bool:
-        self._inflight[record.id] = record
-        try:
-            self._producer.produce(
-                self.topic,
-                key=record.key,
-                value=record.value,
-                headers=record.headers,
-                timestamp=record.timestamp,
-                on_delivery=lambda err, msg, rid=record.id: self._delivered(err, rid),
-            )
-        except BufferError:
-            self._inflight.pop(record.id, None)
-            return False
-        except KafkaException as exc:
-            if exc.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                self._refused_by_kafka(record, str(exc))
-                return True
-            self._inflight.pop(record.id, None)
-            log.warning("producing record %d failed (%s); retrying", record.id, exc)
-            return False
-        return True
-
-    def _delivered(self, err: KafkaError | None, rid: int) -> None:
-        if err is None:
-            self._acked.add(rid)
-            self.metrics.broker_up.set(1)
-            self.connection.connected()
-            return
-        record = self._inflight.get(rid)
-        if record is None:
-            return
-        if err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD):
-            self._refused_by_kafka(record, err.str())
-            return
-        log.warning("run %s: delivery of seq %d failed (%s); re-sending from the watermark",
-                    record.run, record.seq, err.str())  # fmt: skip
-        with self._lock:
-            self._direct = False
-            self._inflight.clear()
-            self._acked.clear()
-            self._next_send = self.outbox.watermark + 1
-        if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-            self._topic_ready = False
-
-    def _refused_by_kafka(self, record: Record, reason: str) -> None:
-        path = self.outbox.refuse(record, f"broker refused: {reason}")
-        self.metrics.refused.labels("broker").inc()
-        log.error("run %s: Kafka refused %s seq %d (%s); kept in %s",
-                  record.run, record.name, record.seq, reason, path)  # fmt: skip
-        self._acked.add(record.id)
-
-    def _advance(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._state_written < STATE_INTERVAL:
-            return
-        self._state_written = now
-        watermark = self.outbox.watermark
-        done: list[Record] = []
-        while watermark + 1 in self._acked:
-            watermark += 1
-            self._acked.discard(watermark)
-            record = self._inflight.pop(watermark, None)
-            if record is not None:
-                done.append(record)
-        if watermark != self.outbox.watermark:
-            self.outbox.advance(watermark, done)
-            self.metrics.acknowledged.inc(len(done))
-            with self._acked_cv:
-                self._acked_cv.notify_all()
-        self.metrics.unacknowledged.set(self._unacked())
-        self.metrics.outbox_bytes.set(self.outbox.bytes)
-        if self.outbox.bytes <= self.max_outbox_bytes:
-            self.metrics.over_bound.set(0)
-
-    def _ensure_topic(self) -> bool:
-        config = {"max.message.bytes": str(self.max_message_bytes)}
-        if self.retention_ms is not None:
-            config["retention.ms"] = str(self.retention_ms)
-        spec = TopicSpec(self.topic, self.partitions, self.replication, config)
-        try:
-            ensure_topic(AdminClient(self._admin_conf), spec, timeout=5)
-        except KafkaException as exc:
-            self.connection.topic_not_ready(self.topic, exc.args[0])
-            self.metrics.broker_up.set(0)
-            return False
-        except Exception as exc:  # timeouts while the broker is away: the report says so once
-            log.debug("topic %s not made or found (%s)", self.topic, exc)
-            self.metrics.broker_up.set(0)
-            return False
-        self.metrics.broker_up.set(1)
-        self.connection.connected()
-        return True
+    # -- the connection report's questions ------------------------------------------
 
     def _waiting(self) -> str:
-        return (f"{self._unacked()} documents wait in the outbox {self.outbox.dir} "
+        return (f"{self.outbox.unacknowledged} documents wait in the outbox {self.outbox.dir} "
                 f"({self.outbox.bytes} bytes on disk)")  # fmt: skip
 
     def _kafka_answers(self) -> bool:
@@ -435,31 +241,18 @@ class KafkaPublisher:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def _unacked(self) -> int:
-        return (self._next_id - 1) - self.outbox.watermark
-
     @property
     def unacknowledged(self) -> int:
         """Documents in the outbox that Kafka has not acknowledged yet."""
-        return self._unacked()
+        return self.outbox.unacknowledged
 
     def wait_for_topic(self, timeout: float) -> bool:
         """True once the topic exists (made or found); the outbox holds documents meanwhile."""
-        deadline = time.monotonic() + timeout
-        while not self._topic_ready and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self._topic_ready
+        return self.delivery.wait_for_topic(timeout)
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` s for Kafka to acknowledge everything; return what is left."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._acked_cv:
-            while self._unacked() > 0 and self._thread.is_alive():
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                self._acked_cv.wait(0.1 if left is None else min(left, 0.1))
-        return self._unacked()
+        return self.delivery.wait_acknowledged(timeout)
 
     def close(self, timeout: float | None = 30.0) -> int:
         """Flush, stop delivering and release the outbox; return documents left in it.
@@ -467,8 +260,7 @@ class KafkaPublisher:
         What is left stays in the outbox and is sent by the next publisher on it.
         """
         left = self.flush(timeout)
-        self._stopping.set()
-        self._thread.join(10)
+        self.delivery.stop(10)
         self.outbox.close()
         if left:
             log.warning(
@@ -478,3 +270,33 @@ class KafkaPublisher:
 
     def __repr__(self) -> str:
         return f"KafkaPublisher(topic={self.topic!r}, outbox={str(self.outbox.dir)!r})"
+
+
+def _checked_topic(topic: str) -> str:
+    try:
+        return check_topic(topic)
+    except ValueError as exc:
+        raise PublisherConfigError(str(exc)) from None
+
+
+def _checked_replication(factor: int | None, min_insync: int | None) -> Replication:
+    try:
+        return Replication(factor, min_insync)
+    except ValueError as exc:
+        raise PublisherConfigError(str(exc)) from None
+
+
+def _check_forced(librdkafka: Mapping[str, Any]) -> None:
+    """Refuse client settings that would break delivery (acks, idempotence, partitioning)."""
+    for key, value in _FORCED.items():
+        if key in librdkafka and str(librdkafka[key]).lower() != str(value).lower():
+            raise PublisherConfigError(
+                f"{key}={librdkafka[key]!r} breaks delivery: runstream needs {value}"
+            )
+
+
+def _make_producer(conf: dict[str, Any]) -> Producer:
+    try:
+        return Producer(conf)
+    except (KafkaException, ValueError, TypeError) as exc:
+        raise PublisherConfigError(f"invalid librdkafka setting: {exc}") from None

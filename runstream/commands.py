@@ -27,13 +27,13 @@ def _demo(sub: argparse._SubParsersAction) -> None:
 def _consume(sub: argparse._SubParsersAction) -> None:
     from runstream.consumers.cli import register
 
-    from .tiled import local_key_for
+    from .tiledserver import local_key_for
 
     register(sub, local_tiled_key=local_key_for)
 
 
 def _tiled(sub: argparse._SubParsersAction) -> None:
-    from .tiled import register
+    from .tiledserver import register
 
     register(sub)
 

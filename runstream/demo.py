@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .broker import LocalBroker
 from .localstack import CommandError, LocalService, add_local_command, progress
 from .settings import LocalSettings
-from .tiled import LocalTiled
+from .tiledserver import LocalTiled
 
 if TYPE_CHECKING:
     from runstream.producer import KafkaPublisher
@@ -236,6 +236,26 @@ class Demo:
                 + ", ".join(sorted(u[:8] for u in pending))
             )
 
+    def summarize(self, uids: list[str], url: str, web_url: str, web: Service) -> None:
+        """Where each run went: the files, the catalog, the web view, and what is still up."""
+        progress("")
+        progress(f"{len(uids)} runs went through Kafka to per-run tables, plots and Tiled:")
+        for path in sorted((self.out / "tables").glob("*.txt")):
+            progress(f"  table {path}")
+        for path in sorted((self.out / "plots").glob("*.png")):
+            progress(f"  plot  {path}")
+        progress(f"  tiled {url}/api/v1/search/{DEMO_CATALOG}: the same {len(uids)} runs, e.g.")
+        progress(f"        from_uri('{url}', api_key=...)['{DEMO_CATALOG}']"
+                 ".search(Key('start.run_key') == 'run_2')")  # fmt: skip
+        progress(f"  web   {web_url}: the runs as a tree, each with its table and plots")
+        if self.keep:
+            progress(f"        stays up (pid {web.proc.pid}; stop it with: kill {web.proc.pid})")
+        else:  # the URLs above are down now; the files and the catalog stay
+            progress(
+                "The web view and the servers the demo started are stopped: `runstream tiled"
+                " up` serves the catalog again, `runstream demo --keep` leaves all up."
+            )
+
     def run(self) -> int:
         from runstream.consumers.tiled import connect_catalog  # seconds to import: when used
 
@@ -283,23 +303,7 @@ class Demo:
             bad = {name: code for name, code in codes.items() if code != 0}
             if bad:
                 raise CommandError(f"consumer(s) exited with errors: {bad}")
-        progress("")
-        progress(f"{len(uids)} runs went through Kafka to per-run tables, plots and Tiled:")
-        for path in sorted((self.out / "tables").glob("*.txt")):
-            progress(f"  table {path}")
-        for path in sorted((self.out / "plots").glob("*.png")):
-            progress(f"  plot  {path}")
-        progress(f"  tiled {url}/api/v1/search/{DEMO_CATALOG}: the same {len(uids)} runs, e.g.")
-        progress(f"        from_uri('{url}', api_key=...)['{DEMO_CATALOG}']"
-                 ".search(Key('start.run_key') == 'run_2')")  # fmt: skip
-        progress(f"  web   {web_url}: the runs as a tree, each with its table and plots")
-        if self.keep:
-            progress(f"        stays up (pid {web.proc.pid}; stop it with: kill {web.proc.pid})")
-        else:  # the URLs above are down now; the files and the catalog stay
-            progress(
-                "The web view and the servers the demo started are stopped: `runstream tiled"
-                " up` serves the catalog again, `runstream demo --keep` leaves all up."
-            )
+        self.summarize(uids, url, web_url, web)
         return 0
 
 

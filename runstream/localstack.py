@@ -54,7 +54,8 @@ def default_bootstrap(args: argparse.Namespace | None = None) -> str:
     try:
         kafka = KafkaSettings()
     except ValidationError as exc:
-        raise CommandError(f"bad Kafka settings: {exc}") from None
+        problem = settings_problem(exc, "RUNSTREAM_KAFKA_")
+        raise CommandError(f"bad Kafka settings: {problem}") from None
     if "bootstrap" in kafka.model_fields_set:
         return kafka.bootstrap
     settings = LocalSettings()

@@ -7,7 +7,9 @@ the engine, the consumer services and the web view answer health the same way.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, TypedDict, get_args
+from typing import Literal, get_args
+
+from typing_extensions import TypedDict  # pydantic reads it on Python 3.11 (answer models)
 
 #: What a caller may ask of a running plan, in the RunEngine's own words.
 Control = Literal["pause", "resume", "stop", "abort", "halt"]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+
+from tests.waiting import eventually
 
 
 def wait_for_task(get: Callable[[str], dict], task_id: str, states: tuple[str, ...],
-                  timeout: float, pause: float = 0.05) -> dict:  # fmt: skip
-    """Poll ``GET /tasks/{task_id}`` (through ``get(path) -> json``) until a state in ``states``."""
-    deadline = time.monotonic() + timeout
+                  timeout: float) -> dict:  # fmt: skip
+    """``GET /tasks/{task_id}`` (through ``get(path) -> json``) once its state is in ``states``."""
     task: dict = {}
-    while time.monotonic() < deadline:
-        task = get(f"/tasks/{task_id}")
-        if task["state"] in states:
-            return task
-        time.sleep(pause)
-    raise AssertionError(f"task {task_id} never reached {states}: {task}")
+
+    def reached() -> dict | None:
+        task.clear()
+        task.update(get(f"/tasks/{task_id}"))
+        return dict(task) if task["state"] in states else None
+
+    return eventually(reached, timeout, lambda: f"task {task_id} to reach {states}: {task}")

@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from runstream.kafka import Replication, TopicSpec, ensure_topic
+from tests.waiting import eventually
 
 
 def free_port() -> int:
@@ -39,13 +40,13 @@ def create_topic(
     admin = AdminClient({"bootstrap.servers": bootstrap, **(client or {})})
     spec = TopicSpec(name, partitions, replication or Replication(), config or {})
     ensure_topic(admin, spec, timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def shown() -> bool:
         meta = admin.list_topics(name, timeout=5).topics.get(name)
-        if meta and meta.error is None and len(meta.partitions) == partitions:
-            return name
-        time.sleep(0.1)
-    raise TimeoutError(f"topic {name} did not appear")
+        return bool(meta and meta.error is None and len(meta.partitions) == partitions)
+
+    eventually(shown, 30, f"topic {name}'s {partitions} partitions in the metadata")
+    return name
 
 
 @dataclass

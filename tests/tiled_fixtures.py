@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runstream.settings import LocalSettings
-from runstream.tiled import LocalTiled
+from runstream.tiledserver import LocalTiled
 from tests.kafka_tools import free_port
 
 

@@ -17,6 +17,7 @@ from tests.deployment.containers import Container
 from tests.deployment.kubernetes import k8s_containers, workload_of
 from tests.deployment.render import render
 from tests.kafka_tools import free_port, unique_prefix
+from tests.waiting import eventually
 
 #: The pods' securityContext (deploy/k8s: runAsUser, runAsGroup, fsGroup).
 UID = 10001
@@ -128,20 +129,17 @@ class Stack:
 
     def wait_ready(self, service: Service, timeout: float = 90) -> None:
         """Until /readyz answers 200 (then /healthz and the image's health check must pass)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.containers.running(service.container), self.logs(service)
-            try:
-                ready = httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                ready = False
-            if ready:
-                service.ready_after = time.monotonic() - service.started
-                assert httpx.get(f"{service.url}/healthz", timeout=2).status_code == 200
-                assert self.containers.healthy(service.container) in (True, None)
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{service.name} not ready:\n{self.logs(service)}")
+
+        def stopped() -> str | None:
+            running = self.containers.running(service.container)
+            return None if running else f"its container stopped:\n{self.logs(service)}"
+
+        eventually(lambda: httpx.get(f"{service.url}/readyz", timeout=2).status_code == 200,
+                   timeout, lambda: f"{service.name} to be ready:\n{self.logs(service)}",
+                   fail_fast=stopped, ignoring=httpx.HTTPError)  # fmt: skip
+        service.ready_after = time.monotonic() - service.started
+        assert httpx.get(f"{service.url}/healthz", timeout=2).status_code == 200
+        assert self.containers.healthy(service.container) in (True, None)
 
     def logs(self, service: Service) -> str:
         return self.containers.logs(service.container)

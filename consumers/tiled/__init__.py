@@ -10,12 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .writer import RunWriter, connect_catalog, tiled_factory
+    from .run import connect_catalog
+    from .writer import RunWriter, tiled_factory
 
+#: Each public name, by the module that defines it.
+_MODULES = {"RunWriter": ".writer", "tiled_factory": ".writer", "connect_catalog": ".run"}
 __all__ = ["RunWriter", "connect_catalog", "tiled_factory"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module(".writer", __name__), name)
+    if name in _MODULES:
+        return getattr(importlib.import_module(_MODULES[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

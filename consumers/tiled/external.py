@@ -5,9 +5,9 @@ The writer's `RunNormalizer` (bluesky-tiled-plugins) brings old-style
 documents to the newest schema; what it emits arrives here, and its consolidators
 say which files and which array shape a stream datum adds: the layout the
 ecosystem's readers expect, without a second copy of that knowledge here. This
-module only keeps the per-run bookkeeping; the writer decides when the
-accumulated changes go to Tiled (one request per array per batch, not one per
-datum).
+module keeps the per-run bookkeeping and writes an array's accumulated changes
+(`write_external`); the writer decides when (one request per array per batch,
+not one per datum).
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ from bluesky_tiled_plugins.writing.consolidators import (
     Patch,
     consolidator_factory,
 )
+from tiled.client.base import BaseClient
+from tiled.client.container import Container
+from tiled.client.utils import handle_error
+from tiled.structures.data_source import DataSource
+from tiled.utils import safe_json_dump
+
+from .run import RunTarget
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +103,41 @@ class ExternalData:
             array.consolidator.update_from_stream_resource(resource)
         self._by_resource[resource_uid] = array
         return array
+
+
+def write_external(run: RunTarget, parent: Container, array: ExternalArray) -> None:
+    """One request per array and batch: the node with its files, or the files added since."""
+    patch = array.take_patch()
+    if patch is None:
+        return
+    source = array.consolidator.get_data_source()
+    if array.node is None:
+        array.node = run.call(
+            lambda: parent.new(source.structure_family, [source], key=array.data_key,
+                               metadata=array.consolidator.metadata, specs=[],
+                               access_tags=run.access_tags),
+            f"register external {array.data_key}",
+        )  # fmt: skip
+        array.data_source_id = run.call(
+            lambda: array.node.data_sources()[0].id, f"read external {array.data_key}"
+        )
+        return
+    source.id = array.data_source_id
+    node = array.node
+    run.call(lambda: put_data_source(node, source, patch), f"extend external {array.data_key}")
+
+
+def put_data_source(node: BaseClient, source: DataSource, patch: Patch) -> None:
+    """Replace the node's data source (same id, the files so far), its array grown by ``patch``.
+
+    What tiled's client (0.2.x) lacks: the server has ``PUT /data_source/{path}``
+    with ``patch_shape``/``patch_offset``, the client no method for it. This is
+    the request bluesky-tiled-plugins' TiledWriter sends
+    (``_update_data_source_for_node``), made the same way, on the node's own
+    HTTP client (its authentication, its retries).
+    """
+    body = safe_json_dump({"data_source": source})
+    params = {"patch_shape": ",".join(map(str, patch.shape)),
+              "patch_offset": ",".join(map(str, patch.offset))}  # fmt: skip
+    url = node.uri.replace("/metadata/", "/data_source/", 1)
+    handle_error(node.context.http_client.put(url, content=body, params=params))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -9,7 +10,8 @@ from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from . import plotdata
-from .model import RunState, RunStore, StreamState
+from .livestream import LiveStream
+from .model import LiveRun, RunStore
 from .settings import WebSettings
 from .tiled_runs import NotInTiledError, TiledRunError, TiledRuns, TiledUnreachableError
 
@@ -134,7 +136,7 @@ def tiled_link(settings: WebSettings, uid: str) -> str | None:
     return f"{settings.tiled_url.rstrip('/')}/ui/browse/{settings.tiled_catalog}/{uid}"
 
 
-def _stream_info(stream: StreamState) -> StreamInfo:
+def _stream_info(stream: LiveStream) -> StreamInfo:
     return StreamInfo(
         name=stream.name,
         events=stream.count,
@@ -146,22 +148,24 @@ def _stream_info(stream: StreamState) -> StreamInfo:
     )
 
 
-def create_router(store: RunStore, settings: WebSettings,
-                  tiled: TiledRuns | None = None) -> APIRouter:  # fmt: skip
-    """The API over ``store``; runs it does not hold are read from ``tiled`` when given."""
-    router = APIRouter(prefix="/api", tags=["runs"])
+class RunReader:
+    """A run by uid: from the store, else from Tiled when given; HTTP errors that say why not."""
 
-    def read(uid: str, reader: Any) -> Any:
+    def __init__(self, store: RunStore, tiled: TiledRuns | None) -> None:
+        self.store, self.tiled = store, tiled
+
+    def read(self, uid: str, reader: Callable[[LiveRun], Any]) -> Any:
+        """``reader(run)`` under the store's lock, or over the run as Tiled holds it."""
         try:
-            return store.read(uid, reader)
+            return self.store.read(uid, reader)
         except KeyError:
             pass
-        if tiled is None:
+        if self.tiled is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired)"
             )
         try:
-            run = tiled.run(uid)
+            run = self.tiled.run(uid)
         except NotInTiledError as exc:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired); {exc}"
@@ -174,14 +178,49 @@ def create_router(store: RunStore, settings: WebSettings,
                                 f"run {uid!r} is not in the view; {exc}") from None  # fmt: skip
         return reader(run)
 
-    def stream_of(run: RunState, name: str) -> StreamState:
-        stream = run.streams.get(name)
-        if stream is None:
-            raise HTTPException(
-                status.HTTP_404_NOT_FOUND,
-                f"run {run.uid} has no stream {name!r}; it has {sorted(run.streams) or 'none'}",
-            )
-        return stream
+
+def stream_of(run: LiveRun, name: str) -> LiveStream:
+    stream = run.streams.get(name)
+    if stream is None:
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"run {run.uid} has no stream {name!r}; it has {sorted(run.streams) or 'none'}",
+        )
+    return stream
+
+
+def run_detail(run: LiveRun, settings: WebSettings) -> RunDetail:
+    return RunDetail(
+        summary=RunSummary(**run.summary()),
+        start=_jsonable(dict(run.start)),
+        stop=_jsonable(dict(run.stop)) if run.stop else None,
+        streams=[_stream_info(s) for s in run.streams.values()],
+        other=[OtherDocument(**_jsonable(o)) for o in run.other],
+        tiled_url=tiled_link(settings, run.uid),
+        source=run.source,
+    )
+
+
+def rows_page(run: LiveRun, name: str, offset: int, limit: int) -> RowsPage:
+    stream = stream_of(run, name)
+    if offset > stream.count:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            f"offset {offset} is past the end: stream {name!r} has {stream.count} rows",
+        )
+    return RowsPage(run=run.uid, stream=name, offset=offset, limit=limit, total=stream.count,
+                    rows=[Row(**row) for row in stream.rows(offset, limit)],
+                    source=run.source)  # fmt: skip
+
+
+def plot_data(run: LiveRun, name: str, points: int) -> PlotData:
+    return PlotData(**plotdata.plot(stream_of(run, name), points))
+
+
+def routes(store: RunStore, settings: WebSettings, tiled: TiledRuns | None = None) -> APIRouter:
+    """The API over ``store``; runs it does not hold are read from ``tiled`` when given."""
+    router = APIRouter(prefix="/api", tags=["runs"])
+    runs_by_uid = RunReader(store, tiled)
 
     @router.get("/config", tags=["view"])
     def config() -> ViewConfig:
@@ -196,18 +235,7 @@ def create_router(store: RunStore, settings: WebSettings,
 
     @router.get("/runs/{uid}", responses={404: {"description": "unknown run"}, **TILED_ERRORS})
     def run(uid: str) -> RunDetail:
-        def detail(r: RunState) -> RunDetail:
-            return RunDetail(
-                summary=RunSummary(**r.summary()),
-                start=_jsonable(dict(r.start)),
-                stop=_jsonable(dict(r.stop)) if r.stop else None,
-                streams=[_stream_info(s) for s in r.streams.values()],
-                other=[OtherDocument(**_jsonable(o)) for o in r.other],
-                tiled_url=tiled_link(settings, r.uid),
-                source=r.source,
-            )
-
-        return read(uid, detail)
+        return runs_by_uid.read(uid, lambda r: run_detail(r, settings))
 
     @router.get(
         "/runs/{uid}/streams/{stream}/rows",
@@ -221,19 +249,7 @@ def create_router(store: RunStore, settings: WebSettings,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Rows at most")] = 1000,
     ) -> RowsPage:
         """One page of a stream's events, in order, formatted and raw."""
-
-        def page(r: RunState) -> RowsPage:
-            s = stream_of(r, stream)
-            if offset > s.count:
-                raise HTTPException(
-                    status.HTTP_422_UNPROCESSABLE_CONTENT,
-                    f"offset {offset} is past the end: stream {stream!r} has {s.count} rows",
-                )
-            return RowsPage(run=uid, stream=stream, offset=offset, limit=limit, total=s.count,
-                            rows=[Row(**row) for row in s.rows(offset, limit)],
-                            source=r.source)  # fmt: skip
-
-        return read(uid, page)
+        return runs_by_uid.read(uid, lambda r: rows_page(r, stream, offset, limit))
 
     @router.get(
         "/runs/{uid}/streams/{stream}/plot",
@@ -246,6 +262,6 @@ def create_router(store: RunStore, settings: WebSettings,
     ) -> PlotData:
         """The stream's plot data, decimated to ``points`` per curve."""
         budget = points or settings.plot_points
-        return read(uid, lambda r: PlotData(**plotdata.plot(stream_of(r, stream), budget)))
+        return runs_by_uid.read(uid, lambda r: plot_data(r, stream, budget))
 
     return router

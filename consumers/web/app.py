@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, status
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from pydantic import BaseModel
 
+from runstream.schemas.service import Health
+
+from .. import health
 from . import api, engine_proxy, push
 from .model import RunStore
 from .settings import WebSettings
@@ -20,10 +22,7 @@ from .tiled_runs import TiledRuns
 
 STATIC = Path(str(files(__package__).joinpath("static")))
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-class Health(BaseModel):
-    ok: bool
+HEALTH_ANSWERS: dict[int | str, dict] = {200: {"model": Health}, 503: {"model": Health}}
 
 
 def tiled_runs(settings: WebSettings) -> TiledRuns | None:
@@ -34,6 +33,46 @@ def tiled_runs(settings: WebSettings) -> TiledRuns | None:
     key = settings.tiled_api_key.get_secret_value() if settings.tiled_api_key else None
     return TiledRuns(url, settings.tiled_catalog, key,
                      timeout=settings.tiled_timeout)  # fmt: skip
+
+
+def page_routes() -> APIRouter:
+    """The two pages; their scripts and styles are under /static."""
+    router = APIRouter(include_in_schema=False)
+
+    @router.get("/")
+    def runs_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers=NO_STORE)
+
+    @router.get("/runs/{uid}")
+    def run_page(uid: str) -> FileResponse:
+        return FileResponse(STATIC / "run.html", headers=NO_STORE)
+
+    return router
+
+
+def health_routes(alive: Callable[[], bool], ready: Callable[[], bool],
+                  registries: list[CollectorRegistry]) -> APIRouter:  # fmt: skip
+    """/healthz and /readyz with the body every runstream service answers; /metrics."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/healthz", response_class=JSONResponse, responses=HEALTH_ANSWERS)
+    def healthz() -> JSONResponse:
+        """The consumer loop turns: ``{"ok", "problems"}``, 503 with the problems when not."""
+        code, body = health.liveness(alive)
+        return JSONResponse(body, code)
+
+    @router.get("/readyz", response_class=JSONResponse, responses=HEALTH_ANSWERS)
+    def readyz() -> JSONResponse:
+        """The consumer has its partitions and polls: the same body as ``/healthz``."""
+        code, body = health.readiness(ready)
+        return JSONResponse(body, code)
+
+    @router.get("/metrics", response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        body = b"".join(generate_latest(r) for r in registries)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+    return router
 
 
 def create_app(
@@ -48,7 +87,7 @@ def create_app(
     runs = Gauge("runstream_web_runs", "Runs the view holds", registry=registry)
     runs.set_function(lambda: len(store))
     push_metrics = push.PushMetrics(registry)
-    proxy = engine_proxy.create_router(settings.engine_url) if settings.engine_url else None
+    engine = engine_proxy.EngineClient(settings.engine_url) if settings.engine_url else None
     tiled = tiled_runs(settings)
 
     @contextlib.asynccontextmanager
@@ -56,8 +95,8 @@ def create_app(
         yield
         if tiled is not None:
             tiled.close()
-        if proxy is not None:
-            await proxy.client.aclose()  # type: ignore[attr-defined]
+        if engine is not None:
+            await engine.close()
 
     app = FastAPI(
         title="runstream web view",
@@ -67,37 +106,11 @@ def create_app(
         docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: none offline
         redoc_url=None,
     )
-    app.include_router(api.create_router(store, settings, tiled))
-    app.include_router(push.create_router(store, settings.push_interval, push_metrics))
-    if proxy is not None:
-        app.include_router(proxy)
+    app.include_router(api.routes(store, settings, tiled))
+    app.include_router(push.routes(store, settings.push_interval, push_metrics))
+    if engine is not None:
+        app.include_router(engine_proxy.routes(engine))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.get("/", include_in_schema=False)
-    def runs_page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers=NO_STORE)
-
-    @app.get("/runs/{uid}", include_in_schema=False)
-    def run_page(uid: str) -> FileResponse:
-        return FileResponse(STATIC / "run.html", headers=NO_STORE)
-
-    @app.get("/healthz", tags=["health"], responses={503: {"model": Health}})
-    def healthz() -> Health:
-        """The consumer loop turns."""
-        if not alive():
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "consumer loop stalled")
-        return Health(ok=True)
-
-    @app.get("/readyz", tags=["health"], responses={503: {"model": Health}})
-    def readyz() -> Health:
-        """The consumer has its partitions and polls."""
-        if not ready():
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "not ready")
-        return Health(ok=True)
-
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        body = b"".join(generate_latest(r) for r in [registry, *registries])
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
-
+    app.include_router(page_routes())
+    app.include_router(health_routes(alive, ready, [registry, *registries]))
     return app

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .model import StreamState
+from ..plotchoice import place_on_grid
+from .livestream import LiveStream
 
 IMAGE_SIDE = 200  # pixels per side of a frame sent to the browser, at most
 
@@ -43,7 +44,7 @@ def _envelope(x: np.ndarray, ys: list[np.ndarray], points: int) -> tuple[np.ndar
     return xs, out
 
 
-def lines(stream: StreamState, points: int) -> dict[str, Any]:
+def lines(stream: LiveStream, points: int) -> dict[str, Any]:
     choice = stream.plot
     n = stream.count
     x_field = choice.x_field if choice.x_field in stream.columns else None
@@ -61,32 +62,21 @@ def lines(stream: StreamState, points: int) -> dict[str, Any]:
     }
 
 
-def grid(stream: StreamState) -> dict[str, Any]:
+def grid(stream: LiveStream) -> dict[str, Any]:
     """The first detector over two motors, placed by position when the start gives extents."""
     choice = stream.plot
-    assert choice.shape is not None and choice.grid_fields is not None
-    rows, cols = choice.shape
-    values = np.full(rows * cols, np.nan)
-    z = stream.columns[choice.y_fields[0]].numbers()
-    if choice.extents is not None:
-        (y0, y1), (x0, x1) = choice.extents
-        ys = stream.columns[choice.grid_fields[0]].numbers()
-        xs = stream.columns[choice.grid_fields[1]].numbers()
-        r = np.rint((ys - y0) / ((y1 - y0) or 1) * (rows - 1))
-        c = np.rint((xs - x0) / ((x1 - x0) or 1) * (cols - 1))
-        ok = np.isfinite(r) & np.isfinite(c) & (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
-        values[(r[ok] * cols + c[ok]).astype(np.int64)] = z[ok]
-    else:
-        k = min(len(z), rows * cols)
-        values[:k] = z[:k]
+    assert choice.grid_fields is not None
+    field = choice.y_fields[0]
+    columns = [stream.columns[f].numbers() for f in (field, *choice.grid_fields)]
+    values = place_on_grid(choice, *columns)
     return {
-        "field": choice.y_fields[0],
+        "field": field,
         "axes": list(choice.grid_fields),
-        "image": [_finite_list(row) for row in values.reshape(rows, cols)],
+        "image": [_finite_list(row) for row in values],
     }
 
 
-def image(stream: StreamState) -> dict[str, Any] | None:
+def image(stream: LiveStream) -> dict[str, Any] | None:
     field = stream.plot.image_field
     frame = stream.frames.get(field) if field else None
     if frame is None:
@@ -96,7 +86,7 @@ def image(stream: StreamState) -> dict[str, Any] | None:
     return {"field": field, "shape": list(frame.shape), "image": [_finite_list(r) for r in shown]}
 
 
-def plot(stream: StreamState, points: int) -> dict[str, Any]:
+def plot(stream: LiveStream, points: int) -> dict[str, Any]:
     kind = stream.plot.kind
     out: dict[str, Any] = {"stream": stream.name, "kind": kind, "events": stream.count}
     if kind == "image":

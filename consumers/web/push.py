@@ -31,7 +31,8 @@ class PushMetrics:
         self.clients = Gauge("runstream_web_push_clients", "Browsers listening", registry=registry)
 
 
-def create_router(store: RunStore, interval: float, metrics: PushMetrics) -> APIRouter:
+def routes(store: RunStore, interval: float, metrics: PushMetrics) -> APIRouter:
+    """``/api/events``: the changes of ``store``'s runs, looked at every ``interval`` seconds."""
     router = APIRouter(prefix="/api", tags=["push"])
 
     async def changes(request: Request, version: int, uid: str | None) -> AsyncIterator[str]:

@@ -14,16 +14,17 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import uvicorn
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from ..protocols import per_run
-from ..services import ConsumerService
+from ..services import ConsumerService, LocalTiledKey, ServiceContext
 from .app import create_app
 from .model import RunFeed, RunStore
-from .settings import RetentionSettings, WebSettings
+from .settings import WebServiceSettings, WebSettings
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
@@ -35,49 +36,47 @@ EXPIRE_EVERY = 10.0  # seconds between checks for closed runs past their age
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # unset options keep WebSettings' values (env or defaults)
-    parser.add_argument("--host", default=S, help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=S, help="port of the web app (default 8700)")
-    parser.add_argument("--engine-url", default=S,
-                        help="the engine's HTTP API: turns on the engine panel")  # fmt: skip
+    parser.add_argument("--host", default=S, help="address to listen on "
+                        "(default 127.0.0.1; RUNSTREAM_WEB_HOST)")  # fmt: skip
+    parser.add_argument("--port", type=int, default=S,
+                        help="port of the web app (default 8700; RUNSTREAM_WEB_PORT)")  # fmt: skip
+    parser.add_argument("--engine-url", default=S, help="the engine's HTTP API: turns on the "
+                        "engine panel (RUNSTREAM_WEB_ENGINE_URL)")  # fmt: skip
     parser.add_argument(
         "--tiled-url",
         default=S,
-        help="Tiled server holding the runs: links, "
-        "and runs the view no longer keeps (key: RUNSTREAM_TILED_API_KEY)",
+        help="Tiled server holding the runs: links, and runs the view no longer keeps "
+        "(RUNSTREAM_WEB_TILED_URL; key: RUNSTREAM_TILED_API_KEY)",
     )
-    parser.add_argument("--tiled-catalog", default=S, help="the runs' container in Tiled")
+    parser.add_argument("--tiled-catalog", default=S, help="the runs' container in Tiled "
+                        "(RUNSTREAM_WEB_TILED_CATALOG)")  # fmt: skip
 
 
-def _one_line(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
+@dataclass(frozen=True, kw_only=True)
+class WebContext(ServiceContext[WebServiceSettings]):
+    """The web view's context: its settings and the run store its feeds and app share."""
+
+    store: RunStore
+
+    @classmethod
+    def create(cls, *, settings: WebServiceSettings, stop: threading.Event,
+               local_tiled_key: LocalTiledKey | None = None) -> WebContext:  # fmt: skip
+        web = _with_local_key(settings.web, local_tiled_key)
+        return cls(settings=settings.model_copy(update={"web": web}), stop=stop,
+                   local_tiled_key=local_tiled_key, store=RunStore(settings.retention))  # fmt: skip
 
 
-def web_settings(args: argparse.Namespace) -> WebSettings:
-    given = {k: v for k, v in vars(args).items() if k in WebSettings.model_fields}
-    try:
-        settings = WebSettings(**given)
-    except ValidationError as exc:
-        raise ValueError(f"bad web settings: {_one_line(exc)}") from None
-    local_key = getattr(args, "local_tiled_key", None)
+def _with_local_key(settings: WebSettings, local_key: LocalTiledKey | None) -> WebSettings:
+    """The local Tiled server's key when no key is set and the URL is that server's."""
     url = settings.tiled_read_url or settings.tiled_url
-    if url and settings.tiled_api_key is None and local_key is not None:
-        key = local_key(url)  # the local server's, when the URL is its own
-        if key:
-            settings = settings.model_copy(update={"tiled_api_key": SecretStr(key)})
-    return settings
+    if not url or settings.tiled_api_key is not None or local_key is None:
+        return settings
+    key = local_key(url)
+    return settings.model_copy(update={"tiled_api_key": SecretStr(key)}) if key else settings
 
 
-def _retention() -> RetentionSettings:
-    try:
-        return RetentionSettings()
-    except ValidationError as exc:
-        raise ValueError(f"bad retention settings: {_one_line(exc)}") from None
-
-
-def _factories(args: argparse.Namespace) -> list:
-    args.web_settings = web_settings(args)
-    args.web_store = RunStore(_retention())
-    store = args.web_store
+def _factories(context: WebContext) -> list:
+    store = context.store
     return [per_run(lambda: RunFeed(store))]
 
 
@@ -112,9 +111,8 @@ class WebServer:
         self.sock.close()
 
 
-def _attach(args: argparse.Namespace, runtime: Runtime) -> Callable[[], None]:
-    settings: WebSettings = args.web_settings
-    store: RunStore = args.web_store
+def _attach(context: WebContext, runtime: Runtime) -> Callable[[], None]:
+    settings, store = context.settings.web, context.store
     app = create_app(store, settings, alive=runtime.alive, ready=runtime.ready,
                      registries=[runtime.metrics.registry])  # fmt: skip
     server = WebServer(app, settings)
@@ -140,5 +138,5 @@ def _attach(args: argparse.Namespace, runtime: Runtime) -> Callable[[], None]:
 
 SERVICE = ConsumerService(
     "web", "a live web view of the runs: tree of runs, tables, plots, engine panel",
-    _arguments, _factories, _attach, (WebSettings, RetentionSettings),
+    WebServiceSettings, _arguments, _factories, _attach, WebContext.create,
 )  # fmt: skip

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..settings import ConsumerSettings
+
 
 class RetentionSettings(BaseSettings):
     """How many closed runs the live model keeps, and for how long (open runs are always kept)."""
@@ -46,3 +48,10 @@ class WebSettings(BaseSettings):
     tiled_timeout: float = Field(10.0, gt=0, description="Seconds to wait for Tiled")
     push_interval: float = Field(0.1, gt=0, le=5, description="Seconds between pushes")
     plot_points: int = Field(2000, ge=10, le=100_000, description="Points per curve at most")
+
+
+class WebServiceSettings(ConsumerSettings):
+    """``runstream consume web``: the consumer's settings, the view's and what it keeps."""
+
+    web: WebSettings = Field(default_factory=WebSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)

@@ -1,13 +1,13 @@
 """Runs the live model no longer holds (or never held), read back from Tiled.
 
-The Tiled writer's layout: ``<catalog>/<uid>`` a BlueskyRun container with
-metadata ``{"start", "stop"}``; one container per stream (the descriptor as its
-metadata) holding the table ``internal`` (``seq_num``, ``time``, the data keys,
-``ts_<key>``). A run is read whole into a `RunState` and its streams'
-`StreamState`, so the API formats, pages and plots it with the live model's own
-code. Tiled's HTTP API is spoken with httpx (Tiled's client takes seconds to
-import). Loaded runs are kept a short while, because the run page reads a run
-in many small pages.
+The Tiled writer's layout (`runstream.consumers.tiled.layout`): ``<catalog>/<uid>``
+a BlueskyRun container with metadata ``{"start", "stop"}``; one container per stream
+(the descriptor as its metadata) holding the table ``internal`` (``seq_num``,
+``time``, the data keys, ``ts_<key>``). A run is read whole into a `LiveRun` and
+its streams' `LiveStream`, so the API formats, pages and plots it with the live
+model's own code. Tiled's HTTP API is spoken with httpx (Tiled's client takes
+seconds to import). Loaded runs are kept a short while, because the run page reads a
+run in many small pages.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import pyarrow as pa
 
 from runstream.schemas.errors import RunstreamError
 
-from .model import INCOMPLETE, RunState, StreamState
+from ..tiled import layout
+from .livestream import LiveStream
+from .model import INCOMPLETE, LiveRun
 
 log = logging.getLogger(__name__)
 
-TABLE = "internal"
 ARROW = "application/vnd.apache.arrow.file"
 SEARCH_PAGE = 100
 
@@ -63,13 +64,13 @@ class TiledRuns:
                                    timeout=timeout)  # fmt: skip
         self.keep, self.keep_seconds, self.clock = keep, keep_seconds, clock
         self.lock = threading.Lock()
-        self.loaded: OrderedDict[str, tuple[float, RunState]] = OrderedDict()
+        self.loaded: OrderedDict[str, tuple[float, LiveRun]] = OrderedDict()
         self.reachable = True
 
     def close(self) -> None:
         self.client.close()
 
-    def run(self, uid: str) -> RunState:
+    def run(self, uid: str) -> LiveRun:
         """The run, whole, or a `TiledRunError` saying why not."""
         with self.lock:
             kept = self.loaded.get(uid)
@@ -111,18 +112,18 @@ class TiledRuns:
                               f"for run {uid}")  # fmt: skip
         return response
 
-    def _load(self, uid: str) -> RunState:
+    def _load(self, uid: str) -> LiveRun:
         found = self._get(uid, "metadata", self._path(uid))
         if found is None:
             where = f"Tiled at {self.url} (catalog {self.catalog!r})"
             raise NotInTiledError(f"no run {uid!r} in {where}")
         try:
             metadata = found.json()["data"]["attributes"]["metadata"]
-            start, stop = metadata["start"], metadata.get("stop")
+            start, stop = metadata[layout.START], metadata.get(layout.STOP)
             if not isinstance(start, Mapping) or "uid" not in start:
-                raise KeyError("start")
+                raise KeyError(layout.START)
             streams = self._streams(uid)
-            run = RunState(start, version=0)
+            run = LiveRun(start, version=0)
             run.source = "tiled"
             if stop:
                 run.stop = stop
@@ -152,21 +153,23 @@ class TiledRuns:
             items = page.json()["data"] if page is not None else []
             for item in items:
                 attributes = item["attributes"]
-                if attributes.get("structure_family") == "container":
+                if attributes.get("structure_family") == layout.STREAM_FAMILY:
                     streams.append((item["id"], {"name": item["id"], **attributes["metadata"]}))
             if len(items) < SEARCH_PAGE:
                 return streams
             offset += len(items)
 
     def _stream(self, uid: str, start: Mapping[str, Any], name: str,
-                descriptor: dict[str, Any]) -> StreamState:  # fmt: skip
-        stream = StreamState(start, descriptor)
-        found = self._get(uid, "table/full", self._path(uid, name, TABLE), format=ARROW)
+                descriptor: dict[str, Any]) -> LiveStream:  # fmt: skip
+        stream = LiveStream(start, descriptor)
+        found = self._get(uid, "table/full", self._path(uid, name, layout.TABLE),
+                          format=ARROW)  # fmt: skip
         if found is None:  # a stream with no event yet has no table
             return stream
         table = pa.ipc.open_file(pa.BufferReader(found.content)).read_all()
         keys = [k for k in stream.columns if k in table.column_names]
-        columns = {k: table.column(k).to_pylist() for k in ("seq_num", "time", *keys)}
-        for i, (seq_num, t) in enumerate(zip(columns["seq_num"], columns["time"], strict=True)):
+        columns = {k: table.column(k).to_pylist() for k in (layout.SEQ_NUM, layout.TIME, *keys)}
+        rows = zip(columns[layout.SEQ_NUM], columns[layout.TIME], strict=True)
+        for i, (seq_num, t) in enumerate(rows):
             stream.add(seq_num, t, {k: columns[k][i] for k in keys})
         return stream

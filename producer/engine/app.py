@@ -1,134 +1,35 @@
-"""The engine's HTTP API (FastAPI; the OpenAPI document is served at /openapi.json)."""
+"""The engine's HTTP API (FastAPI; the OpenAPI document is served at /openapi.json).
+
+The routes are in `routes`, their bodies in `models`; here the app is put together:
+the error answers, the body limit and the Prometheus figures read at scrape time.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from prometheus_client import CollectorRegistry, generate_latest
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from .auth import TokenGuard
 from .queue import ControlError, Engine
 from .registry import RequestError, UnknownPlanError
+from .routes import (
+    add_catalog_routes,
+    add_control_routes,
+    add_health_routes,
+    add_queue_routes,
+    add_task_routes,
+)
 from .store import FINAL, PAUSED, QUEUED, RUNNING
 
 log = logging.getLogger(__name__)
-
-TaskState = Literal[QUEUED, RUNNING, PAUSED, *FINAL]  # type: ignore[valid-type]
-Control = Literal["pause", "resume", "stop", "abort", "halt"]
-
-
-class TaskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    plan: str = Field(min_length=1, max_length=200, description="A name from GET /plans")
-    args: list[Any] = Field(default_factory=list, max_length=1000)
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-
-
-class ControlRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    reason: str = Field("", max_length=2000, description="Recorded in the stop documents")
-    defer: bool = Field(False, description="pause only: wait for the next checkpoint")
-
-
-class Submitted(BaseModel):
-    task_id: str
-    position: int = Field(description="Place in the queue, 0 is next")
-
-
-class RunRecord(BaseModel):
-    """A run a task opened, and how it ended (null while open)."""
-
-    uid: str
-    scan_id: int | None = None
-    run_key: str | None = None
-    parent_uid: str | None = None
-    exit_status: str | None = None
-    reason: str | None = None
-
-
-class Task(BaseModel):
-    task_id: str
-    plan: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    state: TaskState
-    submitted: float
-    started: float | None = None
-    ended: float | None = None
-    exit_status: str | None = None
-    reason: str | None = None
-    runs: list[RunRecord]
-    position: int | None = Field(None, description="Place in the queue while queued")
-
-
-class Queue(BaseModel):
-    running: bool = Field(description="False: tasks wait until the queue is started")
-    tasks: list[Task]
-
-
-class EngineStatus(BaseModel):
-    re_state: str = Field(description="The RunEngine's state (idle, running, paused...)")
-    task_id: str | None = Field(description="The task the RunEngine is on")
-    queue_running: bool
-    queued: int
-
-
-class PlanDescription(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-    name: str
-    description: str
-    parameters: dict[str, Any] = Field(
-        alias="schema", description="JSON schema of the plan's keyword arguments"
-    )
-    positional: list[str] = Field(description="Parameters that may be given in args, in order")
-    var_positional: str | None = Field(description="The *args parameter, if any")
-
-
-class DeviceDescription(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-    name: str
-    type: str = Field(alias="class")
-    movable: bool
-    description: str
-
-
-class Alive(BaseModel):
-    alive: bool
-
-
-class Readiness(BaseModel):
-    ready: bool
-    problems: list[str] = Field(description="Why the engine cannot take work; empty when ready")
-
-
-class Problem(BaseModel):
-    """Every error answer: what went wrong (a list of field errors for a malformed request)."""
-
-    detail: str | list[dict[str, Any]]
-
-
-def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers a route documents, each with the `Problem` body."""
-    return {code: {"model": Problem, "description": _MEANING[code]} for code in codes}
-
-
-_MEANING = {
-    400: "a body that cannot be read (not UTF-8 JSON)",
-    401: "no bearer token",
-    403: "wrong bearer token",
-    404: "no such plan or task",
-    409: "refused in the engine's present state",
-    413: "request body too large",
-    422: "malformed request, or arguments the plan refuses",
-}
 
 
 class BodyLimit:
@@ -209,10 +110,19 @@ def create_app(
         version="1",
     )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
-    read, write = [Depends(guard.read)], [Depends(guard.write)]
+    _answer_errors(app)
     registry = CollectorRegistry()
     registry.register(EngineCollector(engine))
-    registries = [registry, *metric_registries]
+    add_health_routes(app, engine, guard, [registry, *metric_registries])
+    add_catalog_routes(app, engine, guard)
+    add_task_routes(app, engine, guard)
+    add_queue_routes(app, engine, guard)
+    add_control_routes(app, engine, guard)
+    return app
+
+
+def _answer_errors(app: FastAPI) -> None:
+    """The engine's refusals as HTTP answers: 404/422 for a bad request, 409 for a control."""
 
     @app.exception_handler(RequestError)
     async def bad_request(_: Request, exc: RequestError) -> JSONResponse:
@@ -228,134 +138,6 @@ def create_app(
         if exc.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
             exc.headers = {"Allow": ", ".join(_methods_of(request))}
         return await http_exception_handler(request, exc)
-
-    guarded = _answers(401, 403)
-    with_body = _answers(400, 401, 403, 413, 422)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> Alive:
-        """The process answers."""
-        return Alive(alive=True)
-
-    @app.get(
-        "/readyz", tags=["health"], response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "not ready"}},
-    )  # fmt: skip
-    def readyz() -> JSONResponse:
-        """The RunEngine can run a plan and its documents can be delivered or kept."""
-        problems = engine.readiness()
-        code = status.HTTP_503_SERVICE_UNAVAILABLE if problems else status.HTTP_200_OK
-        return JSONResponse({"ready": not problems, "problems": problems}, code)
-
-    @app.get(
-        "/metrics", tags=["health"], dependencies=read, response_class=PlainTextResponse,
-        responses=guarded,
-    )  # fmt: skip
-    def metrics() -> PlainTextResponse:
-        """Prometheus figures of the engine and its publisher."""
-        body = b"".join(generate_latest(r) for r in registries)
-        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
-
-    @app.get("/plans", tags=["catalog"], dependencies=read, responses=guarded)
-    def plans() -> list[PlanDescription]:
-        """Every allowed plan with its description and a JSON schema of its parameters."""
-        return [PlanDescription(**e.describe()) for e in engine.registry.plans.values()]
-
-    @app.get("/plans/{name}", tags=["catalog"], dependencies=read,
-             responses=_answers(401, 403, 404, 422))  # fmt: skip
-    def plan(name: str) -> PlanDescription:
-        entry = engine.registry.plans.get(name)
-        if entry is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown plan {name!r}")
-        return PlanDescription(**entry.describe())
-
-    @app.get("/devices", tags=["catalog"], dependencies=read, responses=guarded)
-    def devices() -> list[DeviceDescription]:
-        return [
-            DeviceDescription(
-                name=name,
-                type=type(device).__name__,
-                movable=hasattr(device, "set"),
-                description=(type(device).__doc__ or "").strip().split("\n")[0],
-            )
-            for name, device in sorted(engine.registry.devices.items())
-        ]
-
-    @app.post(
-        "/tasks", tags=["tasks"], dependencies=write, status_code=201,
-        responses={**with_body, **_answers(404, 409)},
-    )  # fmt: skip
-    def submit(request: TaskRequest) -> Submitted:
-        """Queue a plan by name; the arguments are checked (422) before it is queued.
-
-        404: no plan of that name; 409: the queue is full.
-        """
-        task = engine.submit(request.plan, request.args, request.kwargs)
-        return Submitted(task_id=task["task_id"], position=task.get("position", 0))
-
-    @app.get("/tasks", tags=["tasks"], dependencies=read, responses=_answers(401, 403, 422))
-    def tasks(state: TaskState | None = None) -> list[Task]:
-        return [Task(**t) for t in engine.store.list(state)]
-
-    @app.get("/tasks/{task_id}", tags=["tasks"], dependencies=read,
-             responses=_answers(401, 403, 404, 422))  # fmt: skip
-    def task(task_id: str) -> Task:
-        found = engine.store.get(task_id)
-        if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown task {task_id!r}")
-        return Task(**found)
-
-    @app.delete("/tasks/{task_id}", tags=["tasks"], dependencies=write,
-                responses=_answers(401, 403, 404, 409, 422))  # fmt: skip
-    def remove(task_id: str) -> Task:
-        """Take a queued task off the queue (a running one is stopped by the controls)."""
-        found = engine.store.get(task_id)
-        if found is None:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown task {task_id!r}")
-        if not engine.remove(task_id):
-            raise HTTPException(
-                status.HTTP_409_CONFLICT, f"task {task_id} is {found['state']}, not queued"
-            )
-        return Task(**engine.store.get(task_id))  # type: ignore[arg-type]
-
-    @app.get("/queue", tags=["queue"], dependencies=read, responses=guarded)
-    def queue() -> Queue:
-        return Queue(running=engine.queue_running, tasks=[Task(**t) for t in engine.store.queue()])
-
-    @app.post("/queue/{action}", tags=["queue"], dependencies=write,
-              responses=_answers(401, 403, 422))  # fmt: skip
-    def queue_control(action: Literal["start", "stop"]) -> EngineStatus:
-        """Start or stop taking tasks from the queue (a running task is not touched)."""
-        engine.set_queue_running(action == "start")
-        return EngineStatus(**engine.status())
-
-    @app.post("/control/{action}", tags=["control"], dependencies=write,
-              responses={**with_body, **_answers(409)})  # fmt: skip
-    def control(
-        action: Control, request: Annotated[ControlRequest | None, Body()] = None
-    ) -> EngineStatus:
-        """Pause (deferred or not), resume, stop, abort or halt, as the RunEngine allows.
-
-        409: the RunEngine refuses that control in its present state.
-        """
-        request = request or ControlRequest()
-        return EngineStatus(**engine.control(action, request.reason, request.defer))
-
-    @app.get("/status", tags=["control"], dependencies=read, responses=guarded)
-    def engine_status() -> EngineStatus:
-        return EngineStatus(**engine.status())
-
-    @app.get(
-        "/events", tags=["control"], dependencies=read, response_class=StreamingResponse,
-        responses={**guarded, 200: {"content": {"text/event-stream": {}},
-                                    "description": "an endless event stream"}},
-    )  # fmt: skip
-    async def events() -> StreamingResponse:
-        """Server-Sent Events: engine state, task changes, runs opened and closed."""
-        first = {"event": "status", **engine.status()}
-        return StreamingResponse(engine.events.stream(first), media_type="text/event-stream")
-
-    return app
 
 
 def _methods_of(request: Request) -> list[str]:

@@ -25,6 +25,7 @@ from bluesky.preprocessors import plan_mutator
 from bluesky.utils import Msg, RunEngineInterrupted, single_gen
 
 from runstream.schemas.errors import RunstreamError
+from runstream.schemas.service import CONTROLS, Control
 
 from .events import EventHub
 from .registry import PlanRegistry, RequestError
@@ -36,12 +37,11 @@ DocumentCallback = Callable[[str, Mapping[str, Any]], Any]
 Preprocessor = Callable[[Any], Any]
 ReadyCheck = Callable[[], str | None]
 #: What a task ended as, by the control that ended it.
-ENDED_BY = {
+ENDED_BY: dict[Control, tuple[str, str]] = {
     "abort": ("aborted", "abort"),
     "halt": ("halted", "abort"),
     "stop": ("stopped", "success"),
 }
-CONTROLS = ("pause", "resume", "stop", "abort", "halt")
 #: How long the RunEngine's event loop may take to answer a readiness ping.
 LOOP_PING_TIMEOUT = 1.0
 #: How long a control waits for a task shown as running to be running in the RunEngine.
@@ -74,11 +74,11 @@ class Engine:
         self._preprocessors = list(preprocessors)
         self._ready_checks = list(ready_checks)
         self._cv = threading.Condition()
-        self._commands: deque[tuple[str, str]] = deque()  # (control, reason) for the worker
+        self._commands: deque[tuple[Control, str]] = deque()  # (control, reason) for the worker
         self._control_lock = threading.Lock()
         self._closing = False
         self._current: str | None = None  # the task id the RunEngine is on
-        self._ended_by: tuple[str, str] | None = None  # (control, reason)
+        self._ended_by: tuple[Control, str] | None = None  # (control, reason)
         self._run_task: dict[str, str] = {}  # run uid -> task id
         self.runs_opened = 0
         self.runs_closed = 0
@@ -179,7 +179,7 @@ class Engine:
 
     # -- control ---------------------------------------------------------------------
 
-    def control(self, action: str, reason: str = "", defer: bool = False) -> dict[str, Any]:
+    def control(self, action: Control, reason: str = "", defer: bool = False) -> dict[str, Any]:
         """Apply a control by the RunEngine's rules; ControlError when it refuses."""
         if action not in CONTROLS:
             raise ControlError(f"unknown control {action!r}")
@@ -217,7 +217,7 @@ class Engine:
             )
         return str(self.RE.state)
 
-    def _interrupt(self, action: str, reason: str) -> Any:
+    def _interrupt(self, action: Control, reason: str) -> Any:
         if action == "abort":
             return self.RE.abort(reason)
         return getattr(self.RE, action)()

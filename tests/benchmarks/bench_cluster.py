@@ -42,15 +42,18 @@ class TimedPublisher(KafkaPublisher):
         self.handed: dict[int, float] = {}
         self.acked: dict[int, float] = {}
         super().__init__(*args, **kwargs)
+        delivered = self.delivery._delivered
+
+        def timed(err, rid) -> None:  # Kafka's delivery report, as the delivery thread gets it
+            if err is None:
+                self.acked.setdefault(rid, time.perf_counter())
+            delivered(err, rid)
+
+        self.delivery._delivered = timed
 
     def _append(self, run, name, value, refuse=None) -> None:
         self.handed[self._next_id] = time.perf_counter()
         super()._append(run, name, value, refuse)
-
-    def _delivered(self, err, rid) -> None:
-        if err is None:
-            self.acked.setdefault(rid, time.perf_counter())
-        super()._delivered(err, rid)
 
 
 def _run_docs() -> tuple[dict, dict, Callable[[int], dict]]:

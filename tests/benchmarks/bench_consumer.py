@@ -49,6 +49,9 @@ from runstream.consumers import ConsumerSettings, Runtime
 from runstream.consumers.cli import run_until_signalled
 from runstream.kafka import KafkaSettings, TopicSpec, ensure_topic
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+from tests.waiting import eventually
+
 
 def run_documents(events: int) -> list[tuple[str, dict]]:
     start = {"uid": str(uuid.uuid4()), "time": time.time(), "scan_id": 1, "plan_name": "count",
@@ -189,11 +192,10 @@ def group_of(bootstrap: str, topic: str, members: int, partitions: int, runs: in
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(members)]
     watcher = Consumer({"bootstrap.servers": bootstrap, "group.id": group})  # reads, never joins
     try:
-        deadline = time.monotonic() + 1200
-        while not _caught_up(watcher, topic, partitions):
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError(f"the group of {members} did not catch up")
-            time.sleep(0.5)
+        eventually(lambda: _caught_up(watcher, topic, partitions), 1200,
+                   f"the group of {members} to catch up", interval=0.5,
+                   fail_fast=lambda: any(p.poll() is not None for p in procs)
+                   and "a member ended")  # fmt: skip
     finally:
         watcher.close()
         for proc in procs:

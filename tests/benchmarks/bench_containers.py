@@ -27,9 +27,10 @@ import httpx
 from runstream.broker import LocalBroker
 from runstream.consumers.tiled import connect_catalog
 from runstream.settings import LocalSettings
-from runstream.tiled import LocalTiled
+from runstream.tiledserver import LocalTiled
 from tests.container_engine import Containers, build_image, find_engine
 from tests.kafka_tools import create_topic, free_port, unique_prefix
+from tests.waiting import eventually, process_ended
 from tests.workloads import CONSUMERS, Stack
 
 
@@ -70,14 +71,10 @@ def host_ready(stack: Stack, name: str, home: Path) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                    return time.monotonic() - began
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{name} exited with {proc.returncode}")
+        eventually(lambda: httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+                   == 200, 300, f"{name} to be ready", fail_fast=process_ended(proc),
+                   ignoring=httpx.HTTPError)  # fmt: skip
+        return time.monotonic() - began
     finally:
         proc.terminate()
         proc.wait(60)

@@ -20,6 +20,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -39,7 +40,10 @@ from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.kafka import KafkaSettings
 from runstream.producer import KafkaPublisher
 from runstream.settings import LocalSettings
-from runstream.tiled import LocalTiled
+from runstream.tiledserver import LocalTiled
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+from tests.waiting import eventually
 
 
 def record(events: int) -> list[tuple[str, dict]]:
@@ -139,8 +143,7 @@ def live(catalog_name: str, url: str, key: str, events: int, writer: str, bootst
                           [tiled_factory(catalog, max_latency=0.5)])  # fmt: skip
         thread = threading.Thread(target=runtime.run)
         thread.start()
-        while not runtime.ready():
-            time.sleep(0.1)
+        eventually(runtime.ready, 120, "the consumer's partitions")
         RE.subscribe(publisher)
     else:
         RE.subscribe(TiledWriter(from_uri(url, api_key=key)[catalog_name], batch_size=1))
@@ -149,8 +152,7 @@ def live(catalog_name: str, url: str, key: str, events: int, writer: str, bootst
     began = time.perf_counter()
     RE(count([det], num=events))
     engine_s = time.perf_counter() - began
-    while rows_visible(reader(), uid_box[0]) < events and time.perf_counter() - began < 300:
-        time.sleep(0.1)
+    eventually(lambda: rows_visible(reader(), uid_box[0]) >= events, 300, "every row visible")
     caught_up_s = time.perf_counter() - began
     stop.set()
     poller.join()

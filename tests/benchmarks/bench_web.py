@@ -3,7 +3,8 @@
 1. Latency: 10 runs open at once, their events at the RunEngine's full rate, the pages
    of some of them (--pages) open in Chromium. Each row records, in the browser, the time
    from its event's creation (the publisher hands it to Kafka within microseconds) to the
-   row on screen. The web service's CPU over that phase gives its CPU per 1,000 documents/s.
+   row on screen (the run page's hook, on with ``?latency``). The web service's CPU over
+   that phase gives its CPU per 1,000 documents/s.
 2. Throughput: a new web service replays one 100,000-event run from Kafka; documents per
    CPU-second of the service (the goal: >= 5,000 on one core).
 3. Frame time: that run's page open while it is replayed and after, frames timed with
@@ -50,6 +51,7 @@ from runstream.producer.plans import sim_hw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.kafka_tools import create_topic, unique_prefix
+from tests.waiting import eventually
 from tests.web_tools import chromium, web_process
 
 RUNS = 10
@@ -88,8 +90,7 @@ def phase_latency(bootstrap: str, browser, tmp: Path, points: int, watched: int)
     emitted: list[tuple[str, dict]] = []
     hw = sim_hw()
     with web_process(bootstrap, topic, tmp / "web-latency.log") as web:
-        while not web.ready():
-            time.sleep(0.1)
+        eventually(web.ready, 120, "the web view's partitions")
         publisher = KafkaPublisher(topic, bootstrap, tmp / "outbox-latency", partitions=6)
         RE = RunEngine({}, context_managers=[])
         RE.preprocessors.append(lineage)
@@ -98,12 +99,11 @@ def phase_latency(bootstrap: str, browser, tmp: Path, points: int, watched: int)
         gate = threading.Event()
         runner = threading.Thread(target=RE, args=(ten_runs(points, gate, hw),), daemon=True)
         runner.start()
-        while len(web.api.get("/api/runs").json()) < RUNS:
-            time.sleep(0.05)
+        eventually(lambda: len(web.api.get("/api/runs").json()) >= RUNS, 120, "every run open")
         pages = []
         for run in web.api.get("/api/runs").json()[:watched]:
             page = browser.new_page(viewport={"width": 1000, "height": 700})
-            page.goto(f"{web.url}runs/{run['uid']}")
+            page.goto(f"{web.url}runs/{run['uid']}?latency")  # the page's latency hook on
             page.wait_for_selector("#connection.live")
             pages.append(page)
         cpu0, t0 = cpu_seconds(web.proc.pid), time.monotonic()
@@ -112,8 +112,8 @@ def phase_latency(bootstrap: str, browser, tmp: Path, points: int, watched: int)
         assert publisher.flush(60) == 0
         publisher.close()
         docs = len(emitted)
-        while sum(r["status"] != "open" for r in web.api.get("/api/runs").json()) < RUNS:
-            time.sleep(0.05)
+        eventually(lambda: sum(r["status"] != "open" for r in web.api.get("/api/runs").json())
+                   >= RUNS, 600, "every run closed")  # fmt: skip
         wall, cpu = time.monotonic() - t0, cpu_seconds(web.proc.pid) - cpu0
         for page in pages:
             page.wait_for_function(f"() => document.querySelectorAll('tr[data-seq-num]').length"
@@ -163,13 +163,12 @@ def phase_throughput_and_frames(bootstrap: str, browser, tmp: Path, events: int)
     uid = docs[0][1]["uid"]
     with web_process(bootstrap, topic, tmp / "web-big.log") as web:
         cpu0, t0 = cpu_seconds(web.proc.pid), time.monotonic()
-        while not web.api.get("/api/runs").json():
-            time.sleep(0.01)
+        eventually(lambda: web.api.get("/api/runs").json(), 120, "the run", interval=0.01)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(f"{web.url}runs/{uid}")
         frames = page.evaluate(FRAME_TIMES, 4000)  # while the run streams in
-        while web.api.get("/api/runs").json()[0]["status"] == "open":
-            time.sleep(0.02)
+        eventually(lambda: web.api.get("/api/runs").json()[0]["status"] != "open", 1200,
+                   "the run replayed to its stop")  # fmt: skip
         wall, cpu = time.monotonic() - t0, cpu_seconds(web.proc.pid) - cpu0
         page.wait_for_function("() => document.querySelectorAll('tr[data-seq-num]').length > 0")
         frames += page.evaluate(FRAME_TIMES, 3000)  # the whole run on screen
@@ -204,7 +203,7 @@ def memory_for(runs: int, events: int) -> float:
         page = {"descriptor": desc.descriptor_doc["uid"], "uid": "p", "time": [1.0] * n,
                 "seq_num": list(range(1, n + 1)), "timestamps": {}, "filled": {},
                 "data": {"motor": [i * 0.1 for i in range(n)], "det": [1.5] * n}}  # fmt: skip
-        store.apply(bundle.start_doc["uid"], "event_page", page)
+        router("event_page", page)
         router("stop", bundle.compose_stop())
     gc.collect()
     used = tracemalloc.get_traced_memory()[0]

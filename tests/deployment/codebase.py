@@ -90,11 +90,16 @@ def env_names(settings_class: type) -> set[str]:
 
 
 def service_settings(kind: str) -> tuple[type, ...]:
-    """The settings models a consumer service has besides ConsumerSettings (``consume:web``)."""
+    """The settings models a consumer service has besides ConsumerSettings (``consume:web``):
+    those composed into its settings model beyond ConsumerSettings' own."""
     from runstream.consumers.services import services
+    from runstream.consumers.settings import ConsumerSettings, composed
 
     found = services().get(kind.partition(":")[2]) if kind.startswith("consume:") else None
-    return found.settings if found else ()
+    if found is None:
+        return ()
+    own = composed(ConsumerSettings)
+    return tuple(cls for name, cls in composed(found.settings).items() if name not in own)
 
 
 _ENV_READ = re.compile(

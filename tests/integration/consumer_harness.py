@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from runstream.consumers import ConsumerSettings, Runtime
 from runstream.kafka import KafkaSettings
 from runstream.producer import KafkaPublisher, lineage
 from tests.kafka_tools import free_port
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,21 +27,13 @@ def settings(bootstrap: str, topic: str, **extra) -> ConsumerSettings:
                             group=f"g-{topic}", from_beginning=True, **extra)  # fmt: skip
 
 
-def wait_for(condition, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 @contextlib.contextmanager
 def running(s: ConsumerSettings, factories: list) -> Iterator[Runtime]:
     runtime = Runtime(s, factories)
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     try:
-        wait_for(runtime.ready, what="partition assignment")
+        eventually(runtime.ready, 60, "partition assignment")
         yield runtime
     finally:
         runtime.stop()

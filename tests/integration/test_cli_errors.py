@@ -11,15 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from tiled.client import from_uri
 
-from tests.cli_tools import run_runstream
+from tests.cli_tools import Output, run_runstream
 from tests.kafka_tools import free_port
+from tests.waiting import eventually, process_ended
 
 TOKEN = "cli-errors-token"  # noqa: S105 - a test credential
 
@@ -112,39 +112,15 @@ def test_consume_tiled_uses_the_local_servers_key_and_says_what_to_set(tmp_path:
         )  # fmt: skip
         key = (tmp_path / "home" / "tiled" / "api_key").read_text().strip()
         client = from_uri(url, api_key=key)
-        deadline = time.monotonic() + 60
-        while "raw" not in client:  # the consumer connected and made its catalog
-            assert consumer.poll() is None, consumer.stderr.read()  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "the consumer never reached Tiled"
-            time.sleep(0.2)
+        gone = process_ended(consumer, consumer.stderr.read)  # type: ignore[union-attr]
+        eventually(lambda: "raw" in client, 60, "the consumer to reach Tiled and make its catalog",
+                   fail_fast=gone)  # fmt: skip
         consumer.send_signal(signal.SIGTERM)
         _, stderr = consumer.communicate(timeout=60)
         assert consumer.returncode == 0, stderr
         assert "Traceback" not in stderr
     finally:
         assert run_runstream(env, "tiled", "down").returncode == 0
-
-
-def _wait_for_text(proc: subprocess.Popen, text: str, timeout: float = 60) -> str:
-    """stderr of ``proc`` up to the first line holding ``text``."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    for line in proc.stderr:  # type: ignore[union-attr]
-        seen.append(line)
-        if text in line:
-            return "".join(seen)
-        assert time.monotonic() < deadline, "".join(seen)
-    raise AssertionError(f"{text!r} never said; stderr:\n{''.join(seen)}")
-
-
-def _healthz(url: str, proc: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return httpx.get(f"{url}/healthz").json()
-        except httpx.HTTPError:
-            assert proc.poll() is None and time.monotonic() < deadline, "no answer"
-            time.sleep(0.2)
 
 
 def test_services_wait_for_an_unreachable_broker_and_stop_cleanly(tmp_path: Path) -> None:
@@ -162,13 +138,20 @@ def test_services_wait_for_an_unreachable_broker_and_stop_cleanly(tmp_path: Path
             [sys.executable, "-m", "runstream.cli", *args],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        stderr = Output(proc.stderr)  # type: ignore[arg-type]
+        gone = process_ended(proc, stderr.text)
         try:
-            said = _wait_for_text(proc, nobody)
-            assert proc.poll() is None, f"the {name} gave up: {said}"
+            eventually(lambda out=stderr: out.line_with(nobody), 60,
+                       f"the {name} to name {nobody}", fail_fast=gone)  # fmt: skip
+            assert proc.poll() is None, f"the {name} gave up: {stderr.text()}"
             if name == "engine":  # it serves its API meanwhile
-                assert _healthz(f"http://127.0.0.1:{port}", proc) == {"alive": True}
+                health = eventually(lambda: httpx.get(f"http://127.0.0.1:{port}/healthz"), 60,
+                                    "the engine's /healthz", fail_fast=gone,
+                                    ignoring=httpx.HTTPError)  # fmt: skip
+                assert health.json() == {"ok": True, "problems": []}
         finally:
             proc.send_signal(signal.SIGTERM)
-            rest = proc.communicate(timeout=60)[1]
-        assert proc.returncode == 0, said + rest
-        assert "Traceback" not in said + rest
+            proc.wait(60)
+        said = stderr.whole()
+        assert proc.returncode == 0, said
+        assert "Traceback" not in said

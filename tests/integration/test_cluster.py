@@ -27,10 +27,11 @@ from runstream.process import alive
 from runstream.producer import KafkaPublisher, lineage
 from runstream.settings import LocalSettings
 from tests.cli_tools import run_runstream
-from tests.integration.consumer_harness import ROOT, gated_run, wait_for
+from tests.integration.consumer_harness import ROOT, gated_run
 from tests.kafka_tools import create_topic, free_ports, partition_replicas, read_all, unique_prefix
 from tests.table_text import table_rows
 from tests.tiled_fixtures import runs_closed
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.cluster]
 NODES = 3
@@ -112,7 +113,7 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
     engine = threading.Thread(target=lambda: RE(plan))
     engine.start()
     try:
-        wait_for(lambda: sum(n == "event" for n, _ in emitted) >= kill_at, what="the run's start")
+        eventually(lambda: sum(n == "event" for n, _ in emitted) >= kill_at, 60, "the run's start")
         uid = emitted[0][1]["uid"]
         leader = partition_replicas(cluster.bootstrap, topic)[
             schemas.partition_for(uid, partitions)
@@ -132,14 +133,14 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
 
         start = emitted[0][1]
         path = tables / f"{start['scan_id']}-{uid[:8]}.txt"
-        wait_for(lambda: path.exists() and "run ended" in path.read_text(), timeout=120,
-                 what="the table service's table")  # fmt: skip
+        eventually(lambda: path.exists() and "run ended" in path.read_text(),
+                   120, "the table service's table")  # fmt: skip
 
         def in_tiled() -> bool:
             cat = from_uri(tiled_server.url, api_key=tiled_server.api_key)[catalog]
             return runs_closed(cat, [uid])
 
-        wait_for(in_tiled, timeout=120, what="the run in Tiled")
+        eventually(in_tiled, 120, "the run in Tiled")
     finally:
         gate.set()
         for service in (table, writer):
@@ -167,4 +168,4 @@ def test_leader_killed_mid_run(cluster: Cluster, tiled_server, tmp_path: Path) -
         replicas = partition_replicas(cluster.bootstrap, topic).values()
         return all(isr == [1, 2, 3] for _, _, isr in replicas)
 
-    wait_for(in_sync, timeout=120, what="the restarted node back in every ISR")
+    eventually(in_sync, 120, "the restarted node back in every ISR")

@@ -25,10 +25,10 @@ from tests.integration.consumer_harness import (
     publish,
     running,
     settings,
-    wait_for,
 )
 from tests.integration.recording_factory import identity
 from tests.kafka_tools import read_all, unique_prefix
+from tests.waiting import eventually
 
 
 def _topic(new_topic, partitions: int) -> str:
@@ -72,8 +72,8 @@ def test_seed_factories_run_remotely_each_run_gets_its_own_documents(
     with running(settings(kafka_bootstrap, topic), [seed_factory]) as runtime:
         uids = publish(kafka_bootstrap, topic, tmp_path / "outbox",
                        [nested_runs(6), recursive_runs(4)], partitions=3)  # fmt: skip
-        wait_for(lambda: all(seen[u] and seen[u][-1][0] == "stop" for u in uids),
-                 what="every run's stop")  # fmt: skip
+        eventually(lambda: all(seen[u] and seen[u][-1][0] == "stop" for u in uids),
+                   60, "every run's stop")  # fmt: skip
         assert runtime.metrics.callback_errors._value.get() == 0
     truth = _truth(kafka_bootstrap, topic)
     assert sorted(seen) == sorted(uids) == sorted(truth)
@@ -88,7 +88,7 @@ def test_two_processes_share_the_runs(kafka_bootstrap: str, new_topic, tmp_path:
     a = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
     b = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
     try:
-        wait_for(lambda: a.ready() and b.ready(), what="both consumers assigned")
+        eventually(lambda: a.ready() and b.ready(), 60, "both consumers assigned")
         # Runs go to partitions by a hash of their uid: seven runs all land on one member's
         # two partitions once in 64. Publish until every partition holds a run, so each
         # member has runs to take.
@@ -102,7 +102,7 @@ def test_two_processes_share_the_runs(kafka_bootstrap: str, new_topic, tmp_path:
             got = _recorded(tmp_path)
             return sum(1 for docs in got.values() if docs and docs[-1][0] == "stop") == len(uids)
 
-        wait_for(complete, what="every run recorded")
+        eventually(complete, 60, "every run recorded")
     finally:
         assert a.terminate() == 0 and b.terminate() == 0
     got = _recorded(tmp_path)
@@ -129,13 +129,13 @@ def test_killed_consumer_leaves_its_run_to_the_survivor(
     RE.preprocessors.append(lineage)
     RE.subscribe(publisher)
     try:
-        wait_for(lambda: a.ready() and b.ready(), what="both consumers assigned")
+        eventually(lambda: a.ready() and b.ready(), 60, "both consumers assigned")
         result: list = []
         plan = gated_run(60, 20, go_on)
         engine = threading.Thread(target=lambda: result.extend(RE(plan)))
         engine.start()
-        wait_for(lambda: any(len(d) >= 15 for d in _recorded(tmp_path).values()),
-                 what="the run under way")  # fmt: skip
+        eventually(lambda: any(len(d) >= 15 for d in _recorded(tmp_path).values()),
+                   60, "the run under way")  # fmt: skip
         ((uid, victim_pid),) = _recorded(tmp_path).keys()
         victim = consumers[victim_pid]
         victim.proc.send_signal(signal.SIGKILL)
@@ -149,7 +149,7 @@ def test_killed_consumer_leaves_its_run_to_the_survivor(
             docs = _recorded(tmp_path).get((uid, survivor_pid))
             return bool(docs) and docs[-1][0] == "stop"
 
-        wait_for(survivor_done, timeout=90, what="the survivor to replay the run")
+        eventually(survivor_done, 90, "the survivor to replay the run")
     finally:
         go_on.set()
         publisher.close()
@@ -195,7 +195,7 @@ def test_poison_goes_to_the_dead_letter_topic(kafka_bootstrap: str, new_topic, t
         raw.produce(topic, key=b"dup", value=start, headers=start_headers)  # duplicated start
         raw.flush(10)
         uids += publish(kafka_bootstrap, topic, tmp_path / "o2", [recursive_runs(2)], partitions=1)
-        wait_for(lambda: all(records[u][-1:] == ["stop"] for u in uids), what="good runs")
+        eventually(lambda: all(records[u][-1:] == ["stop"] for u in uids), 60, "good runs")
     dead = read_all(kafka_bootstrap, schemas.dead_letter_topic(topic), expect=len(poison) + 1)
     assert len(dead) == len(poison) + 1
     reasons = [d.headers["dlq.reason"].decode() for d in dead]
@@ -214,10 +214,10 @@ def test_sigterm_commits_and_exits_zero(kafka_bootstrap: str, new_topic, tmp_pat
     topic = _topic(new_topic, 2)
     group = unique_prefix("group")
     consumer = ConsumerProcess(kafka_bootstrap, topic, group, tmp_path)
-    wait_for(consumer.ready, what="consumer assigned")
+    eventually(consumer.ready, 60, "consumer assigned")
     uids = publish(kafka_bootstrap, topic, tmp_path / "outbox", [nested_runs(3)], partitions=2)
-    wait_for(lambda: sum(d[-1][0] == "stop" for d in _recorded(tmp_path).values()) == len(uids),
-             what="runs recorded")  # fmt: skip
+    eventually(lambda: sum(d[-1][0] == "stop" for d in _recorded(tmp_path).values()) == len(uids),
+               60, "runs recorded")  # fmt: skip
     status, metrics = consumer.get("/metrics")
     assert status == 200 and "runstream_consumer_documents_total" in metrics
     assert consumer.get("/healthz")[0] == 200 and consumer.get("/nope")[0] == 404
@@ -255,6 +255,6 @@ def test_a_run_that_never_ends_is_closed_and_releases_offsets(
     publisher.close()
     s = settings(kafka_bootstrap, topic, idle_timeout=1.5, commit_interval=0.2)
     with running(s, [lambda name, doc: ([Listener()], [])]) as runtime:
-        wait_for(lambda: told, what="the idle run to be closed")
-        wait_for(lambda: runtime.commit_points[(topic, 0)].committed == 2, what="offsets to move")
+        eventually(lambda: told, 60, "the idle run to be closed")
+        eventually(lambda: runtime.commit_points[(topic, 0)].committed == 2, 60, "offsets to move")
     assert told == ["idle: no document for 2 s"]

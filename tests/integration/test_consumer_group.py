@@ -17,9 +17,10 @@ from runstream import schemas
 from runstream.consumers.tiled import connect_catalog
 from runstream.producer import KafkaPublisher
 from runstream.producer.plans import nested_runs, recursive_runs
-from tests.integration.consumer_harness import ROOT, gated_run, wait_for
+from tests.integration.consumer_harness import ROOT, gated_run
 from tests.integration.test_tiled import _complete, _engine, _events, _reader, _rows
 from tests.kafka_tools import unique_prefix
+from tests.waiting import eventually
 
 PARTITIONS = 6
 
@@ -66,14 +67,14 @@ def test_two_tiled_writers_share_partitions_and_survive_a_sigkill(
     engine = threading.Thread(target=lambda: [uids.extend(RE(p)) for p in (
         nested_runs(4), gated, nested_runs(4), recursive_runs(2))])  # fmt: skip
     try:
-        wait_for(lambda: len(_assignment(admin, group)) == 2, what="two members")
+        eventually(lambda: len(_assignment(admin, group)) == 2, 60, "two members")
         shares = _assignment(admin, group)
         assert sorted(p for ps in shares.values() for p in ps) == list(range(PARTITIONS))
         engine.start()
         starts = lambda: [d["uid"] for n, d in emitted if n == "start"]  # noqa: E731
-        wait_for(lambda: len(starts()) >= 3, what="the gated run's start")
+        eventually(lambda: len(starts()) >= 3, 60, "the gated run's start")
         live = starts()[2]  # nested_runs makes two runs; the third is the gated one
-        wait_for(lambda: _rows(tiled_server, catalog, live) >= 5, what="rows of the live run")
+        eventually(lambda: _rows(tiled_server, catalog, live) >= 5, 60, "rows of the live run")
         home = schemas.partition_for(live, PARTITIONS)
         victim = next(name for name, parts in shares.items() if home in parts)
         members[victim].send_signal(signal.SIGKILL)  # mid-run: its open run must move
@@ -82,10 +83,10 @@ def test_two_tiled_writers_share_partitions_and_survive_a_sigkill(
         engine.join(120)
         assert publisher.flush(30) == 0
         survivor = next(name for name in members if name != victim)
-        wait_for(lambda: _assignment(admin, group).get(survivor) == set(range(6)),
-                 what="the survivor to own every partition")  # fmt: skip
-        wait_for(lambda: _complete(_reader(tiled_server, catalog), uids), timeout=120,
-                 what="every run complete in Tiled")  # fmt: skip
+        eventually(lambda: _assignment(admin, group).get(survivor) == set(range(6)),
+                   60, "the survivor to own every partition")  # fmt: skip
+        eventually(lambda: _complete(_reader(tiled_server, catalog), uids),
+                   120, "every run complete in Tiled")  # fmt: skip
         assert members[survivor].poll() is None
     finally:
         go_on.set()

@@ -6,8 +6,7 @@ works; CI installs podman."""
 from __future__ import annotations
 
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,6 +18,7 @@ from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import unique_prefix
 from tests.table_text import table_rows
 from tests.tiled_fixtures import runs_closed
+from tests.waiting import eventually
 from tests.workloads import CONSUMERS, UID, Stack
 
 ENGINE = find_engine()
@@ -48,13 +48,6 @@ def stack(image, kafka_bootstrap, new_topic, tiled_server, tmp_path) -> Iterator
         )  # fmt: skip
     finally:
         containers.remove_all()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def test_help_runs_as_a_non_root_user_on_a_read_only_root(image: str) -> None:
@@ -94,7 +87,7 @@ def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> 
     def catalog():
         return from_uri(stack.tiled_url, api_key=stack.tiled_api_key)[stack.catalog]
 
-    wait_for(lambda: runs_closed(catalog(), points), "both runs in Tiled")
+    eventually(lambda: runs_closed(catalog(), points), 60, "both runs in Tiled")
     cat = catalog()
     assert cat[inner].metadata["start"]["parent_uid"] == outer
     assert "parent_uid" not in cat[outer].metadata["start"]
@@ -111,13 +104,13 @@ def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> 
             "run ended" in stack.containers.exec(table, "cat", f) for f in files.values()
         )
 
-    wait_for(tables_done, "both tables")
+    eventually(tables_done, 60, "both tables")
     texts = {uid: stack.containers.exec(table, "cat", f) for uid, f in files.items()}
     assert {uid: len(table_rows(text)) for uid, text in texts.items()} == points
     assert f"inside run {outer[:8]}" in texts[inner]
     plot = by_name["plot"].container
-    wait_for(lambda: len(stack.containers.exec(plot, "ls", "/var/lib/runstream/plots").split())
-             == 2, "both plots")  # fmt: skip
+    plots = "/var/lib/runstream/plots"
+    eventually(lambda: len(stack.containers.exec(plot, "ls", plots).split()) == 2, 60, "both plots")
     # the web view: both runs, the inner one under the outer, with their events
     web_runs = f"http://127.0.0.1:{stack.web_port}/api/runs"
 
@@ -125,7 +118,7 @@ def test_services_in_containers_carry_the_nested_plan(stack: Stack, request) -> 
         runs = {r["uid"]: r for r in httpx.get(web_runs, timeout=5).json()}
         return all(runs.get(uid, {}).get("status") == "success" for uid in points)
 
-    wait_for(web_has_both, "both runs in the web view")
+    eventually(web_has_both, 60, "both runs in the web view")
     runs = {r["uid"]: r for r in httpx.get(web_runs, timeout=5).json()}
     assert runs[inner]["parent_uid"] == outer
     assert {uid: runs[uid]["streams"]["primary"] for uid in points} == points

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from runstream import schemas
 from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import free_port, read_all
+from tests.waiting import eventually, process_ended
 
 pytestmark = pytest.mark.kafka
 TOKEN = "engine-test-token"  # noqa: S105 - a test credential
@@ -55,16 +55,10 @@ class EngineProcess:
              "--port", str(self.port)],
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"the engine did not become ready: {self.log.read_text()}")
+        eventually(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, 60,
+                   lambda: f"the engine to be ready; its log:\n{self.log.read_text()}",
+                   fail_fast=process_ended(self.proc, self.log.read_text),
+                   ignoring=httpx.HTTPError)  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -97,12 +91,12 @@ def engine(tmp_path: Path, kafka_bootstrap: str, new_topic) -> Iterator[EnginePr
 
 def documents(bootstrap: str, topic: str, stops: int) -> list[tuple[str, dict]]:
     """The topic's documents once ``stops`` stop documents have arrived (delivery is async)."""
-    deadline = time.monotonic() + 30
-    while True:
+
+    def arrived() -> list[tuple[str, dict]] | None:
         docs = [schemas.decode(r.value) for r in read_all(bootstrap, topic)]
-        if sum(name == "stop" for name, _ in docs) >= stops or time.monotonic() > deadline:
-            return docs
-        time.sleep(0.2)
+        return docs if sum(name == "stop" for name, _ in docs) >= stops else None
+
+    return eventually(arrived, 30, f"{stops} stop documents in {topic}")
 
 
 def test_nested_plan_over_http_lands_in_kafka_with_task_id(engine, kafka_bootstrap) -> None:
@@ -117,7 +111,7 @@ def test_nested_plan_over_http_lands_in_kafka_with_task_id(engine, kafka_bootstr
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    time.sleep(0.3)
+    eventually(lambda: events, 30, "the event stream's first event (the listener is subscribed)")
     task_id = engine.submit("nested_runs", npts=3)
     task = engine.wait(task_id, ("completed", "failed"))
     assert task["state"] == "completed", task
@@ -139,10 +133,7 @@ def test_nested_plan_over_http_lands_in_kafka_with_task_id(engine, kafka_bootstr
 
 def test_abort_inner_run_then_queue_survives_restart(engine, kafka_bootstrap) -> None:
     task_id = engine.submit("nested_runs", npts=4)
-    deadline = time.monotonic() + 30
-    while len(engine.wait(task_id, ("running",))["runs"]) < 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    eventually(lambda: len(engine.wait(task_id, ("running",))["runs"]) >= 2, 30, "the inner run")
     reply = httpx.post(f"{engine.url}/control/abort", json={"reason": "beam lost"}, headers=AUTH)
     assert reply.status_code == 200, reply.text
     task = engine.wait(task_id, ("aborted", "completed", "failed"))
@@ -168,10 +159,7 @@ def test_abort_inner_run_then_queue_survives_restart(engine, kafka_bootstrap) ->
 def test_killed_engine_restarts_with_the_queue_stopped(engine, kafka_bootstrap) -> None:
     running = engine.submit("nested_runs", npts=6)
     waiting = engine.submit("count", detectors=["det"], num=2)
-    deadline = time.monotonic() + 30
-    while len(engine.wait(running, ("running",))["runs"]) < 2:  # inside the inner run
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    eventually(lambda: len(engine.wait(running, ("running",))["runs"]) >= 2, 30, "the inner run")
     run_uids = {r["uid"] for r in engine.wait(running, ("running",))["runs"]}
     engine.kill()
     engine.start()

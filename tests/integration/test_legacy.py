@@ -14,12 +14,13 @@ from confluent_kafka import Producer
 
 from runstream import schemas
 from runstream.producer.plans import recursive_runs
-from tests.integration.consumer_harness import ROOT, publish, running, settings, wait_for
+from tests.integration.consumer_harness import ROOT, publish, running, settings
 from tests.integration.legacy_publisher import KEY, read_emitted
 from tests.integration.test_services import _expected, _finished, _service
 from tests.integration.test_tiled import _complete, _events, _reader, _tiled_service
 from tests.kafka_tools import read_all, unique_prefix
 from tests.table_text import table_rows
+from tests.waiting import eventually
 
 
 def _legacy_publish(bootstrap: str, topic: str, out: Path, *plans: str) -> list[tuple[str, dict]]:
@@ -45,8 +46,8 @@ def test_table_and_tiled_services_read_a_bluesky_kafka_topic(
         uids = [s["uid"] for s in starts]
         assert len(starts) == 5
         assert {r.key for r in read_all(kafka_bootstrap, topic)} == {KEY.encode()}
-        wait_for(lambda: _finished(tables, starts), what="every table finished")
-        wait_for(lambda: _complete(_reader(tiled_server, catalog), uids), what="runs in Tiled")
+        eventually(lambda: _finished(tables, starts), 60, "every table finished")
+        eventually(lambda: _complete(_reader(tiled_server, catalog), uids), 60, "runs in Tiled")
     finally:
         table.send_signal(signal.SIGTERM)
         tiled.send_signal(signal.SIGTERM)
@@ -89,8 +90,8 @@ def test_mixed_topic_and_bad_legacy_input(kafka_bootstrap, new_topic, tmp_path) 
         ours = publish(kafka_bootstrap, topic, tmp_path / "outbox", [recursive_runs(2)], 1)
         emitted += _legacy_publish(kafka_bootstrap, topic, tmp_path / "emitted2", "sequential_runs")
         uids = [d["uid"] for n, d in emitted if n == "start"] + ours
-        wait_for(lambda: all(records[u][-1:] and records[u][-1][0] == "stop" for u in uids),
-                 what="every run, legacy and ours, to its stop")  # fmt: skip
+        eventually(lambda: all(records[u][-1:] and records[u][-1][0] == "stop" for u in uids),
+                   60, "every run, legacy and ours, to its stop")  # fmt: skip
     dead = read_all(kafka_bootstrap, schemas.dead_letter_topic(topic), expect=2)
     assert [(d.value, d.key) for d in dead] == [(garbage, KEY.encode()), (orphan, KEY.encode())]
     reasons = [d.headers["dlq.reason"].decode() for d in dead]

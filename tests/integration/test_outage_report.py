@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from runstream.producer.plans import sequential_runs
-from tests.integration.consumer_harness import publish, running, settings, wait_for
+from tests.integration.consumer_harness import publish, running, settings
 from tests.kafka_tools import unique_prefix
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -20,15 +21,15 @@ def test_consumer_says_once_away_and_once_back(private_broker, tmp_path: Path, c
     topic = f"{unique_prefix()}.bluesky.runengine.documents"
     publish(bootstrap, topic, tmp_path / "outbox", [sequential_runs(3)], partitions=1)
     with running(settings(bootstrap, topic), [_nothing]) as runtime:
-        wait_for(lambda: runtime.connection.state == "up", what="the consumer connected")
+        eventually(lambda: runtime.connection.state == "up", 60, "the consumer connected")
         private_broker.down()
-        wait_for(lambda: runtime.connection.state == "down", what="the outage noticed")
-        wait_for(lambda: runtime.connection.refusals == 0 and _retries(caplog) >= 3,
-                 what="librdkafka retrying")  # fmt: skip
-        wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records),
-                 what="the outage said, once it lasted")  # fmt: skip
+        eventually(lambda: runtime.connection.state == "down", 60, "the outage noticed")
+        eventually(lambda: runtime.connection.refusals == 0 and _retries(caplog) >= 3,
+                   60, "librdkafka retrying")  # fmt: skip
+        eventually(lambda: any("went away" in r.getMessage() for r in caplog.records),
+                   60, "the outage said, once it lasted")  # fmt: skip
         private_broker.up()
-        wait_for(lambda: runtime.connection.state == "up", timeout=60, what="the return noticed")
+        eventually(lambda: runtime.connection.state == "up", 60, "the return noticed")
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO
             and r.name == "runstream.consumers.runtime"]  # fmt: skip
     assert sum("went away" in m for m in said) == 1, said

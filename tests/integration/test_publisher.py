@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,8 +21,8 @@ from bluesky import RunEngine
 from runstream import schemas
 from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
 from runstream.producer.plans import SEED_PLANS, sim_hw
-from tests.integration.consumer_harness import wait_for
 from tests.kafka_tools import Record, free_port, read_all, unique_prefix
+from tests.waiting import eventually, process_ended
 
 PARTITIONS = 4
 
@@ -110,8 +109,8 @@ def test_broker_stopped_mid_run(private_broker, tmp_path: Path, caplog) -> None:
 
     RE(plan())  # the RunEngine finishes while the broker is away
     assert held[0] > 0  # documents were held in the outbox meanwhile
-    wait_for(lambda: any("went away" in r.getMessage() for r in caplog.records), timeout=30,
-             what="the outage said, once it lasted its grace")  # fmt: skip
+    eventually(lambda: any("went away" in r.getMessage() for r in caplog.records),
+               30, "the outage said, once it lasted its grace")  # fmt: skip
     private_broker.up()
     assert publisher.flush(60) == 0
     publisher.close()
@@ -140,11 +139,8 @@ def test_engine_killed_mid_nested_run_while_broker_down(private_broker, tmp_path
         cwd=Path(__file__).resolve().parents[2],
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert child.poll() is None, "the engine process died on its own"
-            assert time.monotonic() < deadline, "the engine never reached the inner run"
-            time.sleep(0.1)
+        eventually(ready.exists, 120, "the engine to reach the inner run",
+                   fail_fast=process_ended(child))  # fmt: skip
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.wait()

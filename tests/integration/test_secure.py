@@ -31,10 +31,11 @@ from runstream.consumers.tiled import connect_catalog
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
 from tests.cli_tools import run_runstream
-from tests.integration.consumer_harness import ROOT, wait_for
+from tests.integration.consumer_harness import ROOT
 from tests.kafka_tools import free_port, read_all, unique_prefix
 from tests.table_text import table_rows
 from tests.tiled_fixtures import runs_closed
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.secure]
 WRONG = "not-the-password-7f3a"
@@ -161,8 +162,8 @@ def test_seed_runs_go_through_publisher_table_and_tiled(
         return runs_closed(cat, uids)
 
     try:
-        wait_for(tables_done, timeout=120, what="every table")
-        wait_for(tiled_done, timeout=120, what="every run in Tiled")
+        eventually(tables_done, 120, "every table")
+        eventually(tiled_done, 120, "every run in Tiled")
     finally:
         for service in (table, writer):
             service.send_signal(signal.SIGTERM)
@@ -191,7 +192,7 @@ def _refused_publisher(secure, tmp_path, caplog, **wrong) -> tuple[KafkaPublishe
     uids = RE(sequential_runs(3))
     assert uids
     attempts = publisher.connection
-    wait_for(lambda: attempts.refusals >= 3, timeout=60, what="three refused attempts")
+    eventually(lambda: attempts.refusals >= 3, 60, "three refused attempts")
     return publisher, [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -263,8 +264,8 @@ def test_engine_publishes_through_the_secure_broker(secure: SecureBroker, tmp_pa
         def delivered() -> list:
             return read_all(secure.bootstrap, topic, client=secure.client, timeout=10)
 
-        wait_for(lambda: sum(r.headers["doc"] == b"stop" for r in delivered()) == 2,
-                 timeout=60, what="both runs' stops in Kafka")  # fmt: skip
+        eventually(lambda: sum(r.headers["doc"] == b"stop" for r in delivered()) == 2,
+                   60, "both runs' stops in Kafka")  # fmt: skip
     finally:
         engine.stop()
     assert {r.key.decode() for r in delivered()} == uids

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 from bluesky import RunEngine
 from bluesky.plans import count
 from PIL import Image
@@ -16,18 +18,34 @@ from runstream.consumers.cellformat import cell
 from runstream.consumers.plot import RunPlot
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sim_hw
-from tests.integration.consumer_harness import ROOT, running, settings, wait_for
+from tests.integration.consumer_harness import ROOT, running, settings
 from tests.kafka_tools import free_port, unique_prefix
 from tests.table_text import table_rows
+from tests.waiting import eventually
 
 
-def _service(kind: str, bootstrap: str, topic: str, out: Path) -> subprocess.Popen:
+def _service(kind: str, bootstrap: str, topic: str, out: Path,
+             port: int = 0) -> subprocess.Popen:  # fmt: skip
+    """`runstream consume KIND`; its /metrics on ``port`` (0: none)."""
     return subprocess.Popen(
         [sys.executable, "-m", "runstream.cli", "consume", kind, "--out", str(out),
          "--topic", topic, "--group", unique_prefix(kind), "--bootstrap", bootstrap,
-         "--from-beginning"],
+         "--from-beginning", "--http-port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+
+
+def _handled(port: int) -> float:
+    """Documents the service on ``port`` has handled (its callbacks returned), from /metrics."""
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    found = re.search(r"^runstream_consumer_documents_total (\S+)$", metrics, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def _handled_all(port: int, emitted: list) -> None:
+    """Until the service on ``port`` handled every document: its last writes have landed."""
+    eventually(lambda: _handled(port) >= len(emitted), 60, f"every document handled (:{port})",
+               ignoring=httpx.HTTPError)  # fmt: skip
 
 
 def _publish(bootstrap: str, topic: str, outbox: Path, plans) -> list[tuple[str, dict]]:
@@ -59,16 +77,17 @@ def _finished(out: Path, starts: list[dict]) -> bool:
 def test_tables_and_plots_per_run_through_kafka(kafka_bootstrap, new_topic, tmp_path) -> None:
     topic = new_topic(partitions=2)
     tables, plots = tmp_path / "tables", tmp_path / "plots"
-    table = _service("table", kafka_bootstrap, topic, tables)
-    plot = _service("plot", kafka_bootstrap, topic, plots)
+    table = _service("table", kafka_bootstrap, topic, tables, free_port())
+    plot_port = free_port()
+    plot = _service("plot", kafka_bootstrap, topic, plots, plot_port)
     try:
         emitted = _publish(kafka_bootstrap, topic, tmp_path / "outbox",
                            [nested_runs(6), recursive_runs(4)])  # fmt: skip
         starts = [d for n, d in emitted if n == "start"]
         assert len(starts) == 5
-        wait_for(lambda: _finished(tables, starts), what="every table finished")
-        wait_for(lambda: len(list(plots.glob("*.png"))) == 5, what="every plot")
-        time.sleep(1)  # let the stop's final redraw land
+        eventually(lambda: _finished(tables, starts), 60, "every table finished")
+        eventually(lambda: len(list(plots.glob("*.png"))) == 5, 60, "every plot")
+        _handled_all(plot_port, emitted)  # every stop's final redraw landed
     finally:
         table.terminate()
         plot.terminate()
@@ -95,10 +114,11 @@ def test_replay_rewrites_files_to_the_same_content(kafka_bootstrap, new_topic, t
     starts = [d for n, d in emitted if n == "start"]
     contents = []
     for _ in range(2):  # a second group replays the topic from its start
-        service = _service("table", kafka_bootstrap, topic, out)
+        port = free_port()
+        service = _service("table", kafka_bootstrap, topic, out, port)
         try:
-            wait_for(lambda: _finished(out, starts), what="tables")
-            time.sleep(0.5)
+            eventually(lambda: _finished(out, starts), 60, "tables")
+            _handled_all(port, emitted)  # nothing more to write
         finally:
             service.terminate()
             service.communicate(timeout=30)
@@ -121,10 +141,11 @@ def test_a_fast_run_renders_a_bounded_number_of_times(kafka_bootstrap, new_topic
         emitted = _publish(kafka_bootstrap, topic, tmp_path / "outbox",
                            [count([sim_hw().det], num=2500)])  # fmt: skip
         published = time.monotonic()
-        wait_for(lambda: plots and (tmp_path / f"{emitted[0][1]['scan_id']}-"
-                 f"{emitted[0][1]['uid'][:8]}-primary.png").exists() and
-                 next(iter(plots[0].plots.values())).events == 2500, what="the plot")  # fmt: skip
-        wait_for(lambda: plots[0].redraws > 0 and not plots[0].dirty, what="the final draw")
+        png = tmp_path / f"{emitted[0][1]['scan_id']}-{emitted[0][1]['uid'][:8]}-primary.png"
+        eventually(lambda: plots and png.exists()
+                   and next(iter(plots[0].plots.values())).events == 2500,
+                   60, "the plot")  # fmt: skip
+        eventually(lambda: plots[0].redraws > 0 and not plots[0].dirty, 60, "the final draw")
         done = time.monotonic()
     elapsed = done - began
     assert plots[0].redraws <= 2 * elapsed + 2  # throttled, not once per event

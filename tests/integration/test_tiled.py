@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -19,9 +19,10 @@ from tiled.queries import FullText, Key, KeyPresent
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sequential_runs
-from tests.integration.consumer_harness import ROOT, gated_run, running, settings, wait_for
+from tests.integration.consumer_harness import ROOT, gated_run, running, settings
 from tests.kafka_tools import unique_prefix
 from tests.tiled_fixtures import runs_closed
+from tests.waiting import eventually
 
 
 def _reader(tiled_server, name):
@@ -51,6 +52,13 @@ def _engine(publisher, *, threaded: bool = False):
 
 def _complete(cat, uids) -> bool:
     return runs_closed(cat.refresh() if hasattr(cat, "refresh") else cat, uids)
+
+
+def _retrying(records: list[logging.LogRecord]) -> bool:
+    """A request to Tiled failed and is retried: by tiled's client (stamina says so), or past
+    its tries by the writer's own policy."""
+    return any(r.getMessage() == "stamina.retry_scheduled"
+               or "retrying until Tiled answers" in r.getMessage() for r in records)  # fmt: skip
 
 
 def _events(emitted, uid):
@@ -84,8 +92,8 @@ def test_seed_plans_land_as_runs_users_can_find(kafka_bootstrap, new_topic, tile
         publisher("start", {"uid": "never-ends", "time": 1.0, "scan_id": 99, "plan_name": "x"})
         assert publisher.flush(30) == 0
         cat = _reader(tiled_server, name)
-        wait_for(lambda: _complete(_reader(tiled_server, name), uids), what="runs in Tiled")
-        wait_for(lambda: "never-ends" in _reader(tiled_server, name), what="the open run")
+        eventually(lambda: _complete(_reader(tiled_server, name), uids), 60, "runs in Tiled")
+        eventually(lambda: "never-ends" in _reader(tiled_server, name), 60, "the open run")
     finally:
         publisher.close()
         service.send_signal(signal.SIGTERM)
@@ -133,9 +141,9 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
     engine.start()
 
     try:
-        wait_for(lambda: any(n == "start" for n, _ in emitted), what="the start")
+        eventually(lambda: any(n == "start" for n, _ in emitted), 60, "the start")
         uid = emitted[0][1]["uid"]
-        wait_for(lambda: _rows(tiled_server, name, uid) >= 10, what="rows of the live run")
+        eventually(lambda: _rows(tiled_server, name, uid) >= 10, 60, "rows of the live run")
         first.send_signal(signal.SIGKILL)
         first.wait()
         go_on.set()
@@ -143,8 +151,8 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
         assert publisher.flush(30) == 0
         second = _tiled_service(kafka_bootstrap, topic, group, tiled_server, name)
         try:
-            wait_for(lambda: _complete(_reader(tiled_server, name), [uid]), timeout=90,
-                     what="the run replayed after the kill")  # fmt: skip
+            eventually(lambda: _complete(_reader(tiled_server, name), [uid]),
+                       90, "the run replayed after the kill")  # fmt: skip
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(30) == 0
@@ -163,7 +171,7 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
         return [*callbacks, lambda n2, d: stops.append(d) if n2 == "stop" else None], sub
 
     with running(settings(kafka_bootstrap, topic), [factory]):
-        wait_for(lambda: stops, what="the replay to pass the run")
+        eventually(lambda: stops, 60, "the replay to pass the run")
     table = _reader(tiled_server, name)[uid]["primary"].base["internal"].read()
     assert list(table["seq_num"]) == list(range(1, 41))  # every row, once
     data = _reader(tiled_server, name)[uid]["primary"].read()
@@ -183,13 +191,13 @@ def test_rows_of_a_live_run_become_readable(kafka_bootstrap, new_topic, tiled_se
         engine = threading.Thread(target=lambda: RE(plan))
         engine.start()
         try:
-            wait_for(lambda: emitted, what="the start")
+            eventually(lambda: emitted, 60, "the start")
             uid = emitted[0][1]["uid"]
 
             def visible() -> int:
                 return _rows(tiled_server, name, uid)
 
-            wait_for(lambda: visible() == 8, timeout=5, what="8 rows while the run is open")
+            eventually(lambda: visible() == 8, 5, "8 rows while the run is open")
             assert "stop" not in _reader(tiled_server, name)[uid].metadata or \
                 _reader(tiled_server, name)[uid].metadata.get("stop") is None  # fmt: skip
         finally:
@@ -197,7 +205,7 @@ def test_rows_of_a_live_run_become_readable(kafka_bootstrap, new_topic, tiled_se
             engine.join(30)
             publisher.flush(30)
             publisher.close()
-        wait_for(lambda: _complete(_reader(tiled_server, name), [uid]), what="the stop")
+        eventually(lambda: _complete(_reader(tiled_server, name), [uid]), 60, "the stop")
     assert visible() == 12
 
 
@@ -229,9 +237,10 @@ def test_bad_input_is_recorded_and_other_runs_are_untouched(tiled_server) -> Non
     assert list(data["x"].values) == [1.5] and list(data["v"].values[0]) == [1.0, 1.0, 1.0]
 
 
-def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp_path) -> None:
+def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp_path,
+                                                 caplog) -> None:  # fmt: skip
     from runstream.settings import LocalSettings
-    from runstream.tiled import LocalTiled
+    from runstream.tiledserver import LocalTiled
     from tests.kafka_tools import free_port
 
     server = LocalTiled(LocalSettings(home=tmp_path / "tiled-home", tiled_port=free_port()))
@@ -255,16 +264,18 @@ def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp
             plan = gated_run(30, 10, go_on)
             engine = threading.Thread(target=lambda: RE(plan))
             engine.start()
-            wait_for(lambda: emitted, what="the start")
+            eventually(lambda: emitted, 60, "the start")
             uid = emitted[0][1]["uid"]
-            wait_for(lambda: _rows(reader, name, uid) == 10, what="the first rows")
+            eventually(lambda: _rows(reader, name, uid) == 10, 60, "the first rows")
+            said = len(caplog.records)
             server.down()
             go_on.set()
             engine.join(60)
             assert publisher.flush(30) == 0
-            time.sleep(2)  # the writer meets a Tiled that is away, and waits
+            eventually(lambda: _retrying(caplog.records[said:]), 60,
+                       "the writer to meet a Tiled that is away, and wait")  # fmt: skip
             assert server.up() == url
-            wait_for(lambda: stops, timeout=90, what="the run's stop, written after the outage")
+            eventually(lambda: stops, 90, "the run's stop, written after the outage")
         publisher.close()
         table = _reader(reader, name)[uid]["primary"].base["internal"].read()
         assert list(table["seq_num"]) == list(range(1, 31))  # nothing lost, nothing twice

@@ -21,9 +21,10 @@ from tiled.client import from_uri
 
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.producer import KafkaPublisher, lineage
-from tests.integration.consumer_harness import running, settings, wait_for
+from tests.integration.consumer_harness import running, settings
 from tests.kafka_tools import unique_prefix
 from tests.tiled_fixtures import runs_closed
+from tests.waiting import eventually
 
 FRAME = (3, 4)
 
@@ -63,7 +64,7 @@ def test_file_backed_detector_frames_are_readable_arrays(
         (uid,) = RE(count([cam, det], num=8, delay=0.15))
         assert publisher.flush(30) == 0
         publisher.close()
-        wait_for(lambda: _complete(tiled_server, name, uid), what="the run in Tiled")
+        eventually(lambda: _complete(tiled_server, name, uid), 60, "the run in Tiled")
     run = _reader(tiled_server, name)[uid]
     assert "runstream" not in run.metadata, run.metadata.get("runstream")
     frames = run["primary"]["cam"].read()
@@ -124,7 +125,7 @@ def test_stream_resources_land_as_one_growing_array(
         publisher.close()
     with running(settings(kafka_bootstrap, topic), [tiled_factory(catalog, max_latency=0.1)]):
         for uid in (good, bad):
-            wait_for(lambda u=uid: _complete(tiled_server, name, u), what=f"run {uid}")
+            eventually(lambda u=uid: _complete(tiled_server, name, u), 60, f"run {uid}")
     cat = _reader(tiled_server, name)
     assert "runstream" not in cat[good].metadata
     np.testing.assert_array_equal(cat[good]["primary"]["cam"].read(), frames)

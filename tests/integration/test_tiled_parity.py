@@ -29,8 +29,9 @@ from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs
 from runstream.schemas.partition import partition_for
-from tests.integration.consumer_harness import running, settings, wait_for
+from tests.integration.consumer_harness import running, settings
 from tests.kafka_tools import unique_prefix
+from tests.waiting import eventually
 
 PARTITIONS = 3
 ARROW = "application/vnd.apache.arrow.file"
@@ -156,7 +157,7 @@ def test_runstream_catalog_equals_tiled_writers(kafka_bootstrap, new_topic, tile
         return [*callbacks, lambda n, d: stops.append(d["run_start"]) if n == "stop" else None], sub
 
     with running(settings(kafka_bootstrap, topic), [factory]):
-        wait_for(lambda: len(stops) == len(uids), what="every run written")
+        eventually(lambda: len(stops) == len(uids), 60, "every run written")
 
     client = from_uri(tiled_server.url, api_key=tiled_server.api_key)
     ref, ours = client[ref_name], client[our_name]

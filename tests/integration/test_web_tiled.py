@@ -18,8 +18,8 @@ from runstream.consumers.web.model import RunStore
 from runstream.consumers.web.settings import WebSettings
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import sim_hw
-from tests.integration.consumer_harness import wait_for
 from tests.kafka_tools import free_port, unique_prefix
+from tests.waiting import eventually
 from tests.web_tools import chromium, web_process
 
 
@@ -75,8 +75,8 @@ def test_runs_the_view_does_not_keep_are_read_from_tiled(
     monkeypatch.setenv("RUNSTREAM_TILED_API_KEY", tiled_server.api_key)
     with web_process(kafka_bootstrap, topic, tmp_path / "web.log", "--tiled-url",
                      tiled_server.url, "--tiled-catalog", catalog_name) as web:  # fmt: skip
-        wait_for(lambda: [r["uid"] for r in web.api.get("/api/runs").json()] == [last],
-                 what="the view holding only the last run")  # fmt: skip
+        eventually(lambda: [r["uid"] for r in web.api.get("/api/runs").json()] == [last],
+                   60, "the view holding only the last run")  # fmt: skip
         assert web.api.get(f"/api/runs/{last}").json()["source"] == "live"
         for uid, status in zip(uids, ["success", "success", "fail"], strict=True):
             detail = web.api.get(f"/api/runs/{uid}").json()

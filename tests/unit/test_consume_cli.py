@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -59,7 +60,11 @@ def test_cli_errors() -> None:
 @pytest.mark.parametrize(
     ("args", "env", "says"),
     [
-        (["--port", "99999"], {}, "bad web settings: port: Input should be less than"),
+        (
+            ["--port", "99999"],
+            {},
+            "bad web settings: port (RUNSTREAM_WEB_PORT): Input should be less than",
+        ),
         ([], {"RUNSTREAM_WEB_KEEP_RUNS": "0"}, "bad retention settings: keep_runs"),
     ],
 )
@@ -80,3 +85,46 @@ def test_web_refuses_a_taken_port() -> None:
         done = _consume("web", "--bootstrap", "127.0.0.1:1", "--port", str(port))
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+
+
+def _service_parsers() -> dict[str, argparse.ArgumentParser]:
+    from runstream.cli import build_parser
+
+    def choices(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return found[0].choices if found else {}
+
+    consume = choices(build_parser())["consume"]
+    return {"": consume, **choices(consume)}
+
+
+def test_every_service_option_is_a_setting_with_a_variable() -> None:
+    from runstream.consumers.cli import GENERIC
+    from runstream.consumers.services import services
+    from runstream.consumers.settings import build_settings, composed
+
+    for name, parser in _service_parsers().items():
+        model = services()[name].settings if name else GENERIC.settings
+        fields = set(model.model_fields) - set(composed(model))
+        for part_name, part in composed(model).items():
+            fields |= set(part.model_fields) | {f"{part_name}_{f}" for f in part.model_fields}
+        dests = {a.dest for a in parser._actions if a.option_strings and a.dest != "help"}
+        assert dests <= fields, (name, dests - fields)
+        assert build_settings(model, {})  # every option's default is the settings model's
+
+
+def test_options_win_over_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runstream.cli import build_parser
+    from runstream.consumers.cli import settings_from
+    from runstream.consumers.tiled.service import SERVICE
+
+    for name, value in {"CATALOG": "env", "BATCH_ROWS": "5", "MAX_LATENCY": "0.25",
+                        "MAX_ARRAY_SIZE": "3", "URL": "http://env"}.items():  # fmt: skip
+        monkeypatch.setenv(f"RUNSTREAM_TILED_{name}", value)
+    args = build_parser().parse_args(
+        ["consume", "tiled", "--catalog", "cli", "--bootstrap", "k:1", "--tiled-url", "http://cli"]
+    )
+    settings = settings_from(SERVICE.settings, args)
+    tiled = settings.tiled
+    assert (tiled.catalog, tiled.batch_rows, tiled.max_latency) == ("cli", 5, 0.25)
+    assert (tiled.url, tiled.max_array_size, settings.kafka.bootstrap) == ("http://cli", 3, "k:1")

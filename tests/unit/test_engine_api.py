@@ -14,6 +14,7 @@ from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
 from runstream.producer.engine.auth import TokenGuard
 from tests.engine_tasks import wait_for_task
+from tests.waiting import eventually
 
 TOKEN = "s3cret-token"  # noqa: S105 - a test credential
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,7 +43,7 @@ def service(tmp_path: Path, registry: PlanRegistry) -> Iterator[tuple[TestClient
 
 
 def wait_for(client: TestClient, task_id: str, states: tuple[str, ...], timeout: float = 30):
-    return wait_for_task(lambda path: client.get(path).json(), task_id, states, timeout, 0.02)
+    return wait_for_task(lambda path: client.get(path).json(), task_id, states, timeout)
 
 
 def test_nested_plan_reports_both_runs_with_task_id(service) -> None:
@@ -133,7 +134,7 @@ def test_abort_while_paused_stops_queue(service) -> None:
     assert task["runs"][0]["exit_status"] == "abort"
     assert task["runs"][0]["reason"] == "operator said so"
     assert client.get("/queue").json()["running"] is False
-    time.sleep(0.3)
+    time.sleep(0.3)  # a moment for a wrong start of the next task: it must not come
     assert client.get(f"/tasks/{nxt}").json()["state"] == "queued"
     assert client.delete(f"/tasks/{nxt}", headers=AUTH).json()["state"] == "removed"
 
@@ -193,8 +194,9 @@ def test_catalog_health_and_metrics(service) -> None:
     assert "hw" not in plans["nested_runs"]["schema"]["properties"]
     assert "detectors" in plans["count"]["schema"]["required"]
     assert "det" in {d["name"] for d in client.get("/devices").json()}
-    assert client.get("/healthz").json() == {"alive": True}
-    assert client.get("/readyz").json()["ready"] is True
+    assert client.get("/healthz").json() == {"ok": True, "problems": []}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"ok": True, "problems": []}
     task_id = client.post("/tasks", json={"plan": "count", "args": [["det"]]}, headers=AUTH)
     wait_for(client, task_id.json()["task_id"], ("completed",))
     metrics = client.get("/metrics").text
@@ -215,10 +217,10 @@ def test_readyz_false_while_the_event_loop_is_blocked(service, tmp_path: Path) -
     engine.registry = PlanRegistry.default(plan_modules=[str(module)])
     task_id = client.post("/tasks", json={"plan": "block_loop"}, headers=AUTH).json()["task_id"]
     wait_for(client, task_id, ("running",))
-    time.sleep(0.3)
-    reply = client.get("/readyz")
-    assert reply.status_code == 503
-    assert "event loop is blocked" in reply.text
+    reply = eventually(lambda: (r := client.get("/readyz")).status_code == 503 and r, 5,
+                       "/readyz to answer 503 while the plan blocks the loop")  # fmt: skip
+    assert reply.status_code == 503 and reply.json()["ok"] is False
+    assert any("event loop is blocked" in problem for problem in reply.json()["problems"])
     wait_for(client, task_id, ("completed",))
     assert client.get("/readyz").status_code == 200
 
@@ -241,8 +243,7 @@ def test_stop_and_halt_while_running(service, action, state, exit_status) -> Non
     client, _engine, _ = service
     slow = {"plan": "count", "args": [["det"]], "kwargs": {"num": 50, "delay": 0.05}}
     task_id = client.post("/tasks", json=slow, headers=AUTH).json()["task_id"]
-    wait_for(client, task_id, ("running",))
-    time.sleep(0.2)
+    eventually(lambda: wait_for(client, task_id, ("running",))["runs"], 30, "the run to open")
     assert client.post(f"/control/{action}", headers=AUTH).status_code == 200
     task = wait_for(client, task_id, (state, "completed", "failed"))
     assert task["state"] == state

@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
 from runstream.producer.engine.auth import TokenGuard
 from tests.kafka_tools import free_port
+from tests.waiting import eventually
 
 TOKEN = "fuzz-token"  # noqa: S105 - a test credential
 SEED = "20261129"
@@ -46,10 +46,8 @@ def engine_url(tmp_path: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the engine did not serve"
-        time.sleep(0.05)
+    eventually(lambda: server.started, 30, "the engine to serve",
+               fail_fast=lambda: not thread.is_alive() and "its server thread ended")  # fmt: skip
     try:
         yield url
     finally:

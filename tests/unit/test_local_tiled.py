@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runstream import tiled as local_tiled
+from runstream import tiledserver as local_tiled
 from runstream.settings import LocalSettings
 from tests.kafka_tools import free_port
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from runstream.producer.outbox import Outbox, OutboxError, Record, SegmentReader
+from tests.waiting import eventually
 
 
 def _record(rid: int, run: str = "R", name: str = "event", seq: int | None = None) -> Record:
@@ -44,8 +45,7 @@ def test_a_sync_never_makes_an_append_wait(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(outbox_module.os, "fsync", slow_fsync)
     syncer = threading.Thread(target=box.sync)
     syncer.start()
-    while box._fd is not None:  # the sync has taken the segment
-        pass
+    eventually(lambda: box._fd is None, 10, "the sync to take the segment")
     box.append(_record(2))
     appended.set()
     syncer.join(10)
@@ -153,8 +153,29 @@ def test_open_runs_survive_restart_with_their_last_seq(tmp_path: Path) -> None:
     box.advance(4, docs[:4])  # A and B were open as of record 4
     box.close()
     reopened = Outbox(tmp_path)
-    assert reopened.runs.last_seq == {"A": 2, "C": 0}
-    assert reopened.watermark == 4 and reopened.last_id == 7
+    assert reopened.open_runs.last_seq == {"A": 2, "C": 0}
+    assert reopened.acked_id == 4 and reopened.last_id == 7
+
+
+def test_a_state_file_of_an_older_publisher_still_loads(tmp_path: Path) -> None:
+    """Older publishers wrote the acknowledged id as "watermark": read it, write the new key."""
+    import json
+
+    box = Outbox(tmp_path)
+    docs = [_record(1, "A", "start", 0), _record(2, "A", "event", 1), _record(3, "A", "event", 2)]
+    for record in docs:
+        box.append(record)
+    box.close()
+    (tmp_path / "state.json").write_text(json.dumps({"watermark": 2, "open_runs": {"A": 1}}))
+    reopened = Outbox(tmp_path)
+    assert reopened.acked_id == 2 and reopened.last_id == 3
+    assert [r.id for r in reopened.pending] == [3]
+    assert reopened.open_runs.last_seq == {"A": 2}
+    assert reopened.acked_open_runs.last_seq == {"A": 1}
+    reopened.advance(3, reopened.pending)
+    reopened.close()
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state == {"acked_id": 3, "open_runs": {"A": 2}}
 
 
 def test_one_publisher_per_outbox(tmp_path: Path) -> None:

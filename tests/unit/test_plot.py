@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 from bluesky import RunEngine
-from bluesky.plans import count, scan
+from bluesky.plans import count, grid_scan, scan
 from event_model import RunRouter
 from PIL import Image
 
@@ -73,3 +74,35 @@ def test_redraws_are_throttled_and_final_draw_comes_at_stop(tmp_path: Path) -> N
     assert plot.redraws == live + 1
     (stream,) = plot.plots.values()
     assert stream.events == 5000 and stream.x[-1] == 5000.0
+
+
+def test_a_grid_scan_is_drawn_as_a_heat_map_of_its_detector(tmp_path: Path) -> None:
+    hw = sim_hw()
+    plots: list[RunPlot] = []
+    docs: list[tuple[str, dict]] = []
+
+    def factory(name, start):
+        plot = RunPlot(tmp_path)
+        plots.append(plot)
+        return [plot], []
+
+    RE = RunEngine({})
+    RE.subscribe(lambda n, d: docs.append((n, d)))
+    RE.subscribe(RunRouter([factory]))
+    RE(grid_scan([hw.det4], hw.motor1, -1, 1, 3, hw.motor2, -2, 2, 4))
+    expected = np.full((3, 4), np.nan)  # det4 at each point: rows motor1, columns motor2
+    for name, doc in docs:
+        if name == "event":
+            data = doc["data"]
+            expected[round(data["motor1"] + 1), round((data["motor2"] + 2) * 0.75)] = data["det4"]
+    assert not np.isnan(expected).any()
+    (stream,) = plots[0].plots.values()
+    ax = stream.figure(final=True).axes[0]  # the next one is the colour bar
+    (heat_map,) = ax.images
+    assert not ax.lines  # no curves of det4 or motor2 against motor1
+    np.testing.assert_allclose(heat_map.get_array(), expected)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("motor2", "motor1")
+    # the PNG itself: a heat map fills its axes with colour, curves leave them mostly white
+    (png,) = tmp_path.glob("*.png")
+    rgb = np.asarray(Image.open(png).convert("RGB"))
+    assert (rgb.min(axis=2) > 240).mean() < 0.6

@@ -172,6 +172,19 @@ def test_abandon_and_tick_hooks() -> None:
     assert router.runs == {}
 
 
+def test_a_plain_function_is_a_callback_without_hooks() -> None:
+    got: list[str] = []
+    router, metrics = _router(lambda name, start: ([lambda n, d: got.append(n)], []))
+    emitted = _emit(nested_runs(2))
+    outer = [e for e in emitted if e[0] == emitted[0][0]]
+    for e in outer[:3]:
+        _send(router, e)
+    router.tick()
+    router.abandon(outer[0][0], "shutdown")
+    assert got == [n for _, n, _, _ in outer[:3]] and router.runs == {}
+    assert metrics.callback_errors._value.get() == 0
+
+
 def test_existing_runrouter_factories_work_unchanged() -> None:
     hw = sim_hw()
     out = io.StringIO()

@@ -82,8 +82,9 @@ def test_values_formatted_by_what_they_are(tmp_path: Path) -> None:
                     "data": {"motor": 0, "img": one, "note": "short"}})  # fmt: skip
     table("event", {"descriptor": "d", "seq_num": 2, "time": 0,
                     "data": {"motor": 0.25, "img": zero, "note": "x" * 40}})  # fmt: skip
-    table("event_page", {"descriptor": "d", "seq_num": [3], "time": [0],
-                         "data": {"motor": [1e-9], "img": [one], "note": [None]}})  # fmt: skip
+    table("event_page", {"descriptor": "d", "uid": ["e3"], "seq_num": [3], "time": [0],
+                         "data": {"motor": [1e-9], "img": [one], "note": [None]},
+                         "timestamps": {"motor": [0], "img": [0], "note": [0]}})  # fmt: skip
     table("stop", {"run_start": "u" * 36, "exit_status": "success", "num_events": {"primary": 3}})
     text = (tmp_path / "7-uuuuuuuu.txt").read_text()
     rows = table_rows(text)

@@ -7,7 +7,7 @@ from event_model import RunRouter, compose_run
 from runstream.consumers.cellformat import cell_text
 from runstream.consumers.protocols import per_run
 from runstream.consumers.web import plotdata
-from runstream.consumers.web.model import RunFeed, RunStore
+from runstream.consumers.web.model import LiveRun, RunFeed, RunStore
 from runstream.consumers.web.settings import RetentionSettings
 
 DATA_KEYS = {
@@ -114,13 +114,45 @@ def test_a_large_run_is_decimated_for_the_plot_without_losing_peaks() -> None:
         "data": {"motor": [i * 0.5 for i in range(n)], "name": ["x"] * n,
                  "det": [1000 if i == 54_321 else i % 7 for i in range(n)]},
     }  # fmt: skip
-    store.apply(uid, "event_page", page)
+    router("event_page", page)
     plot = store.read(uid, lambda r: plotdata.plot(r.streams["primary"], 2000))
     curve = plot["lines"]
     assert plot["events"] == n and curve["decimated"] and len(curve["x"]) == 2000
     assert curve["x_field"] == "motor" and max(curve["series"]["det"]) == 1000
     assert curve["x"][0] == 0.0 and curve["x"][-1] == (n - 1) * 0.5
     assert store.read(uid, lambda r: r.streams["primary"].rows(n - 1, 10))[0]["seq_num"] == n
+
+
+def test_an_event_page_keeps_what_its_events_one_by_one_keep() -> None:
+    import numpy as np
+    import pytest
+
+    store, router, _ = _store()
+    values = [(0.5, 1, "a"), (1.5, 2.5, None), (np.float64(2.5), np.int64(3), "c")]
+    runs = []
+    for as_page in (False, True):
+        uid = _run(router, 0, stop=False)
+        descriptor = store.read(uid, lambda r: next(iter(r.by_descriptor)))
+        events = [{"descriptor": descriptor, "uid": f"e{i}", "seq_num": i + 1, "time": 1.0,
+                   "data": dict(zip(("motor", "det", "name"), v, strict=True)),
+                   "timestamps": {}} for i, v in enumerate(values)]  # fmt: skip
+        if as_page:
+            router("event_page", {
+                "descriptor": descriptor, "uid": [e["uid"] for e in events],
+                "seq_num": [e["seq_num"] for e in events], "time": [1.0] * 3, "timestamps": {},
+                "data": {k: [e["data"][k] for e in events] for k in ("motor", "det", "name")},
+            })  # fmt: skip
+        else:
+            for event in events:
+                router("event", event)
+        runs.append(store.read(uid, lambda r: r.streams["primary"].rows(0, 10)))
+    assert runs[0] == runs[1] and [r["data"]["det"] for r in runs[1]] == [1, 2.5, 3]
+    data = {"motor": [1.0, 2.0], "det": [1], "name": ["x"]}
+    ragged = {"descriptor": descriptor, "uid": ["x"], "seq_num": [4], "time": [1.0],
+              "timestamps": {}, "data": data}  # fmt: skip
+    with pytest.raises(ValueError, match="unequal length"):  # event-model's router would cut it
+        store.change(uid, "event_page", LiveRun.add_event_page, ragged)
+    assert store.read(uid, lambda r: r.streams["primary"].count) == 3  # refused whole
 
 
 def test_a_grid_scan_is_a_heat_map_placed_by_position() -> None:

@@ -1,206 +1,207 @@
 // A run's page: its header, a live table and plot per stream, other documents as raw JSON.
-"use strict";
+import { clock, el, elapsed, json, listen, streamCounts } from "./common.js";
+import { StreamPlot } from "./plots.js";
 
-(() => {
-  const PAGE = 1000;
-  const CHUNK = 250; // rows added to the page per task
-  const PLOT_EVERY = 200; // ms between plot refreshes at most
-  const uid = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
-  const base = "/api/runs/" + encodeURIComponent(uid);
-  const streams = new Map(); // name -> state
-  const streamsHost = document.getElementById("streams");
-  let summary = null;
-  let loaded = false;
-  window.__rsLatency = []; // seconds from an event's time to its row on screen (benchmark)
+const PAGE = 1000;
+const CHUNK = 250; // rows added to the page per task
+const PLOT_EVERY = 200; // ms between plot refreshes at most
+const uid = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop());
+const base = "/api/runs/" + encodeURIComponent(uid);
+const streams = new Map(); // name -> state
+const streamsHost = document.getElementById("streams");
+let summary = null;
+let loaded = false;
+// The benchmark's hook (tests/benchmarks/bench_web.py), on only when the page is opened with
+// ?latency: seconds from an event's time to its row on screen, for the first LATENCY_KEEP rows.
+const LATENCY_KEEP = 100000;
+const latency = new URLSearchParams(location.search).has("latency") ? [] : null;
+if (latency) window.__rsLatency = latency;
 
-  function header(s, detail) {
-    const host = document.getElementById("run-header");
-    host.replaceChildren(
-      RS.el("h2", null, "scan " + (s.scan_id ?? "?") + " · " + (s.plan_name || "—") +
-        (s.run_key ? " · " + s.run_key : "")),
-      RS.el("p", null,
-        RS.el("span", { class: "status status-" + s.status, id: "run-status", title: s.reason || "" }, s.status),
-        " · ", RS.el("span", { id: "run-elapsed" }, RS.elapsed(s)),
-        " · ", RS.el("span", { class: "streams" }, RS.streams(s)),
-        s.reason ? " · " + s.reason : "",
-        detail && detail.source === "tiled" ? RS.el("span", { id: "run-source" }, " · read from Tiled") : null,
-        " · uid ", RS.el("code", null, s.uid),
-        s.parent_uid ? RS.el("span", null, " · inside ",
-          RS.el("a", { href: "/runs/" + encodeURIComponent(s.parent_uid) }, s.parent_uid.slice(0, 8))) : null,
-        detail && detail.tiled_url ? RS.el("span", null, " · ",
-          RS.el("a", { href: detail.tiled_url, id: "tiled-link", target: "_blank", rel: "noopener" }, "open in Tiled")) : null));
-  }
+function header(s, detail) {
+  const host = document.getElementById("run-header");
+  host.replaceChildren(
+    el("h2", null, "scan " + (s.scan_id ?? "?") + " · " + (s.plan_name || "—") +
+      (s.run_key ? " · " + s.run_key : "")),
+    el("p", null,
+      el("span", { class: "status status-" + s.status, id: "run-status", title: s.reason || "" }, s.status),
+      " · ", el("span", { id: "run-elapsed" }, elapsed(s)),
+      " · ", el("span", { class: "streams" }, streamCounts(s)),
+      s.reason ? " · " + s.reason : "",
+      detail && detail.source === "tiled" ? el("span", { id: "run-source" }, " · read from Tiled") : null,
+      " · uid ", el("code", null, s.uid),
+      s.parent_uid ? el("span", null, " · inside ",
+        el("a", { href: "/runs/" + encodeURIComponent(s.parent_uid) }, s.parent_uid.slice(0, 8))) : null,
+      detail && detail.tiled_url ? el("span", null, " · ",
+        el("a", { href: detail.tiled_url, id: "tiled-link", target: "_blank", rel: "noopener" }, "open in Tiled")) : null));
+}
 
-  function addStream(info) {
-    const table = RS.el("table", { class: "rows", "data-stream": info.name },
-      RS.el("thead", null, RS.el("tr", null, RS.el("th", null, "seq_num"), RS.el("th", null, "time"),
-        ...info.keys.map((k) => RS.el("th", null, k)))),
-      RS.el("tbody"));
-    const pager = RS.el("div", { class: "pager" });
-    const section = RS.el("section", { class: "stream", "data-stream": info.name },
-      RS.el("h3", null, "stream " + info.name),
-      RS.el("div", { class: "plot" }, RS.el("div", { class: "plot-area" }), RS.el("p", { class: "plot-caption muted" })),
-      pager, RS.el("div", { class: "table-wrap" }, table));
-    streamsHost.append(section);
-    const state = { info, section, table, tbody: table.tBodies[0], pager, page: 0, follow: true,
-      shown: 0, count: 0, busy: false, again: false, plot: new Plots.StreamPlot(section.querySelector(".plot")),
-      plotAt: 0, plotBusy: false, plotTimer: null };
-    streams.set(info.name, state);
-    return state;
-  }
+function addStream(info) {
+  const table = el("table", { class: "rows", "data-stream": info.name },
+    el("thead", null, el("tr", null, el("th", null, "seq_num"), el("th", null, "time"),
+      ...info.keys.map((k) => el("th", null, k)))),
+    el("tbody"));
+  const pager = el("div", { class: "pager" });
+  const section = el("section", { class: "stream", "data-stream": info.name },
+    el("h3", null, "stream " + info.name),
+    el("div", { class: "plot" }, el("div", { class: "plot-area" }), el("p", { class: "plot-caption muted" })),
+    pager, el("div", { class: "table-wrap" }, table));
+  streamsHost.append(section);
+  const state = { info, section, table, tbody: table.tBodies[0], pager, page: 0, follow: true,
+    shown: 0, count: 0, busy: false, again: false, plot: new StreamPlot(section.querySelector(".plot")),
+    plotAt: 0, plotBusy: false, plotTimer: null };
+  streams.set(info.name, state);
+  return state;
+}
 
-  function pages(state) { return Math.max(1, Math.ceil(state.count / PAGE)); }
+function pages(state) { return Math.max(1, Math.ceil(state.count / PAGE)); }
 
-  function drawPager(state) {
-    const n = pages(state);
-    if (n <= 1) { state.pager.replaceChildren(); return; }
-    const go = (page, follow) => () => { state.follow = follow; state.page = page; state.shown = 0;
-      state.tbody.replaceChildren(); syncTable(state); };
-    state.pager.replaceChildren(
-      RS.el("button", { type: "button", onclick: go(Math.max(0, state.page - 1), false) }, "‹ previous"),
-      " page " + (state.page + 1) + " of " + n + " ",
-      RS.el("button", { type: "button", onclick: go(Math.min(n - 1, state.page + 1), false) }, "next ›"),
-      " ", RS.el("button", { type: "button", onclick: go(n - 1, true) }, state.follow ? "following" : "follow"));
-  }
+function drawPager(state) {
+  const n = pages(state);
+  if (n <= 1) { state.pager.replaceChildren(); return; }
+  const go = (page, follow) => () => { state.follow = follow; state.page = page; state.shown = 0;
+    state.tbody.replaceChildren(); syncTable(state); };
+  state.pager.replaceChildren(
+    el("button", { type: "button", onclick: go(Math.max(0, state.page - 1), false) }, "‹ previous"),
+    " page " + (state.page + 1) + " of " + n + " ",
+    el("button", { type: "button", onclick: go(Math.min(n - 1, state.page + 1), false) }, "next ›"),
+    " ", el("button", { type: "button", onclick: go(n - 1, true) }, state.follow ? "following" : "follow"));
+}
 
-  function row(r, keys, live) {
-    const tr = RS.el("tr", { "data-seq-num": r.seq_num },
-      RS.el("td", { class: "num" }, String(r.seq_num)), RS.el("td", null, RS.clock(r.time)),
-      ...keys.map((k) => RS.el("td", { class: typeof r.data[k] === "number" ? "num" : null }, r.cells[k] ?? "")));
-    if (live) window.__rsLatency.push(Date.now() / 1000 - r.time);
-    return tr;
-  }
+function row(r, keys, live) {
+  const tr = el("tr", { "data-seq-num": r.seq_num },
+    el("td", { class: "num" }, String(r.seq_num)), el("td", null, clock(r.time)),
+    ...keys.map((k) => el("td", { class: typeof r.data[k] === "number" ? "num" : null }, r.cells[k] ?? "")));
+  if (live && latency && latency.length < LATENCY_KEEP) latency.push(Date.now() / 1000 - r.time);
+  return tr;
+}
 
-  // Bring the table's page up to the stream's count; one request at a time, none lost.
-  async function syncTable(state) {
-    if (state.busy) { state.again = true; return; }
-    state.busy = true;
-    try {
-      do {
-        state.again = false;
-        if (state.follow) {
-          const last = pages(state) - 1;
-          if (last !== state.page) { state.page = last; state.shown = 0; state.tbody.replaceChildren(); }
-        }
-        const first = state.page * PAGE + state.shown;
-        const end = () => Math.min(state.count, (state.page + 1) * PAGE);
-        const want = Math.min(CHUNK, end() - first);
-        if (want > 0) {
-          const live = loaded;
-          const got = await RS.json(base + "/streams/" + encodeURIComponent(state.info.name) +
-            "/rows?offset=" + first + "&limit=" + want);
-          if (first !== state.page * PAGE + state.shown) { state.again = true; continue; } // page changed meanwhile
-          const keys = state.info.keys;
-          const rows = document.createDocumentFragment();
-          for (const r of got.rows) rows.append(row(r, keys, live));
-          state.tbody.append(rows);
-          state.shown += got.rows.length;
-          if (got.total > state.count) { state.count = got.total; state.again = true; }
-          if (state.page * PAGE + state.shown < end()) { // the rest in later tasks: frames stay short
-            state.again = true;
-            await new Promise((resume) => setTimeout(resume, 0));
-          }
-        }
-        drawPager(state);
-      } while (state.again);
-    } catch (error) {
-      state.pager.textContent = "rows: " + error.message;
-    } finally {
-      state.busy = false;
-    }
-  }
-
-  function schedulePlot(state) {
-    if (state.plotTimer || state.plotBusy) { state.plotAgain = true; return; }
-    const wait = Math.max(0, state.plotAt + PLOT_EVERY - performance.now());
-    state.plotTimer = setTimeout(async () => {
-      state.plotTimer = null;
-      state.plotBusy = true;
-      state.plotAgain = false;
-      try {
-        const data = await RS.json(base + "/streams/" + encodeURIComponent(state.info.name) + "/plot");
-        state.plot.draw(data);
-      } catch (error) {
-        state.section.querySelector(".plot-caption").textContent = "plot: " + error.message;
-      } finally {
-        state.plotBusy = false;
-        state.plotAt = performance.now();
-        if (state.plotAgain) schedulePlot(state);
+// Bring the table's page up to the stream's count; one request at a time, none lost.
+async function syncTable(state) {
+  if (state.busy) { state.again = true; return; }
+  state.busy = true;
+  try {
+    do {
+      state.again = false;
+      if (state.follow) {
+        const last = pages(state) - 1;
+        if (last !== state.page) { state.page = last; state.shown = 0; state.tbody.replaceChildren(); }
       }
-    }, wait);
+      const first = state.page * PAGE + state.shown;
+      const end = () => Math.min(state.count, (state.page + 1) * PAGE);
+      const want = Math.min(CHUNK, end() - first);
+      if (want > 0) {
+        const live = loaded;
+        const got = await json(base + "/streams/" + encodeURIComponent(state.info.name) +
+          "/rows?offset=" + first + "&limit=" + want);
+        if (first !== state.page * PAGE + state.shown) { state.again = true; continue; } // page changed meanwhile
+        const keys = state.info.keys;
+        const rows = document.createDocumentFragment();
+        for (const r of got.rows) rows.append(row(r, keys, live));
+        state.tbody.append(rows);
+        state.shown += got.rows.length;
+        if (got.total > state.count) { state.count = got.total; state.again = true; }
+        if (state.page * PAGE + state.shown < end()) { // the rest in later tasks: frames stay short
+          state.again = true;
+          await new Promise((resume) => setTimeout(resume, 0));
+        }
+      }
+      drawPager(state);
+    } while (state.again);
+  } catch (error) {
+    state.pager.textContent = "rows: " + error.message;
+  } finally {
+    state.busy = false;
   }
+}
 
-  function showOther(detail) {
-    const host = document.getElementById("other-documents");
-    document.getElementById("other").hidden = detail.other.length === 0;
-    host.replaceChildren(...detail.other.map((o) => RS.el("details", { class: "raw", open: "" },
-      RS.el("summary", null, o.name), RS.el("pre", { class: "raw-json", "data-document": o.name },
-        JSON.stringify(o.doc, null, 2)))));
-    if (detail.summary.other_documents > detail.other.length) {
-      host.append(RS.el("p", { class: "muted" }, (detail.summary.other_documents - detail.other.length) + " more not kept"));
+function schedulePlot(state) {
+  if (state.plotTimer || state.plotBusy) { state.plotAgain = true; return; }
+  const wait = Math.max(0, state.plotAt + PLOT_EVERY - performance.now());
+  state.plotTimer = setTimeout(async () => {
+    state.plotTimer = null;
+    state.plotBusy = true;
+    state.plotAgain = false;
+    try {
+      const data = await json(base + "/streams/" + encodeURIComponent(state.info.name) + "/plot");
+      state.plot.draw(data);
+    } catch (error) {
+      state.section.querySelector(".plot-caption").textContent = "plot: " + error.message;
+    } finally {
+      state.plotBusy = false;
+      state.plotAt = performance.now();
+      if (state.plotAgain) schedulePlot(state);
     }
-    document.getElementById("start-stop").textContent =
-      JSON.stringify({ start: detail.start, stop: detail.stop }, null, 2);
-  }
+  }, wait);
+}
 
-  let loading = null;
-  async function load() {
-    const detail = await RS.json(base);
-    summary = detail.summary;
-    header(summary, detail);
-    for (const info of detail.streams) {
-      let state = streams.get(info.name);
-      if (!state) state = addStream(info);
-      else if (info.keys.length !== state.info.keys.length) { state.info = info; }
-      state.count = Math.max(state.count, info.events);
+function showOther(detail) {
+  const host = document.getElementById("other-documents");
+  document.getElementById("other").hidden = detail.other.length === 0;
+  host.replaceChildren(...detail.other.map((o) => el("details", { class: "raw", open: "" },
+    el("summary", null, o.name), el("pre", { class: "raw-json", "data-document": o.name },
+      JSON.stringify(o.doc, null, 2)))));
+  if (detail.summary.other_documents > detail.other.length) {
+    host.append(el("p", { class: "muted" }, (detail.summary.other_documents - detail.other.length) + " more not kept"));
+  }
+  document.getElementById("start-stop").textContent =
+    JSON.stringify({ start: detail.start, stop: detail.stop }, null, 2);
+}
+
+let loading = null;
+async function load() {
+  const detail = await json(base);
+  summary = detail.summary;
+  header(summary, detail);
+  for (const info of detail.streams) {
+    let state = streams.get(info.name);
+    if (!state) state = addStream(info);
+    else if (info.keys.length !== state.info.keys.length) { state.info = info; }
+    state.count = Math.max(state.count, info.events);
+    syncTable(state);
+    schedulePlot(state);
+  }
+  showOther(detail);
+  loaded = true;
+  return detail;
+}
+
+function reload() {
+  if (!loading) loading = load().finally(() => { loading = null; });
+  return loading;
+}
+
+function changed(s) {
+  const before = summary;
+  summary = s;
+  const grew = !before || before.other_documents !== s.other_documents || before.status !== s.status;
+  if ([...Object.keys(s.streams)].some((name) => !streams.has(name)) || grew) { reload(); return; }
+  document.getElementById("run-status").textContent = s.status;
+  document.getElementById("run-status").className = "status status-" + s.status;
+  for (const [name, count] of Object.entries(s.streams)) {
+    const state = streams.get(name);
+    if (count > state.count) {
+      state.count = count;
       syncTable(state);
       schedulePlot(state);
     }
-    showOther(detail);
-    loaded = true;
-    return detail;
   }
+}
 
-  function reload() {
-    if (!loading) loading = load().finally(() => { loading = null; });
-    return loading;
-  }
-
-  function changed(s) {
-    const before = summary;
-    summary = s;
-    const grew = !before || before.other_documents !== s.other_documents || before.status !== s.status;
-    if ([...Object.keys(s.streams)].some((name) => !streams.has(name)) || grew) { reload(); return; }
-    document.getElementById("run-status").textContent = s.status;
-    document.getElementById("run-status").className = "status status-" + s.status;
-    for (const [name, count] of Object.entries(s.streams)) {
-      const state = streams.get(name);
-      if (count > state.count) {
-        state.count = count;
-        syncTable(state);
-        schedulePlot(state);
-      }
-    }
-  }
-
-  const connection = document.getElementById("connection");
-  reload().then((detail) => {
-    if (detail.source === "tiled") { connection.textContent = "read from Tiled"; return; } // closed, not live
-    const source = RS.listen("run=" + encodeURIComponent(uid), (runs, removed) => {
-      for (const s of runs) if (s.uid === uid) changed(s);
-      if (removed.includes(uid)) connection.textContent = "this run left the view's window";
-    });
-    source.onopen = () => { connection.textContent = "live"; connection.className = "live"; };
-    source.onerror = () => { connection.textContent = "reconnecting…"; connection.className = "muted"; };
-  }).catch((error) => {
-    document.getElementById("run-header").replaceChildren(
-      RS.el("h2", null, "Run " + uid), RS.el("p", { class: "error", id: "run-error" }, error.message));
+const connection = document.getElementById("connection");
+reload().then((detail) => {
+  if (detail.source === "tiled") { connection.textContent = "read from Tiled"; return; } // closed, not live
+  listen("run=" + encodeURIComponent(uid), (runs, removed) => {
+    for (const s of runs) if (s.uid === uid) changed(s);
+    if (removed.includes(uid)) connection.textContent = "this run left the view's window";
   });
+}).catch((error) => {
+  document.getElementById("run-header").replaceChildren(
+    el("h2", null, "Run " + uid), el("p", { class: "error", id: "run-error" }, error.message));
+});
 
-  setInterval(() => {
-    if (summary && summary.status === "open") {
-      const el = document.getElementById("run-elapsed");
-      if (el) el.textContent = RS.elapsed(summary);
-    }
-  }, 1000);
-})();
+setInterval(() => {
+  if (summary && summary.status === "open") {
+    const el = document.getElementById("run-elapsed");
+    if (el) el.textContent = elapsed(summary);
+  }
+}, 1000);

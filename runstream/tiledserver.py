@@ -34,6 +34,11 @@ class TiledError(RunstreamError, RuntimeError):
 
 @dataclass
 class LocalTiled:
+    """The server, its files and its key. Its storages hold the Tiled writer's layout
+    (`runstream.consumers.tiled.layout`): SQLite tables for the streams' appendable tables
+    (no list columns: the writer needs ``--max-array-size 0``), array files for its array
+    nodes, and the read directories for the detector files its external data points at."""
+
     settings: LocalSettings
 
     @property

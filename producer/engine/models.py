@@ -1,0 +1,112 @@
+"""The engine API's request and answer bodies, and the errors each route documents.
+
+They make the OpenAPI document at /openapi.json; the health answers are the shared
+`runstream.schemas.Health`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .store import FINAL, PAUSED, QUEUED, RUNNING
+
+TaskState = Literal[QUEUED, RUNNING, PAUSED, *FINAL]  # type: ignore[valid-type]
+
+
+class TaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: str = Field(min_length=1, max_length=200, description="A name from GET /plans")
+    args: list[Any] = Field(default_factory=list, max_length=1000)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class ControlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=2000, description="Recorded in the stop documents")
+    defer: bool = Field(False, description="pause only: wait for the next checkpoint")
+
+
+class Submitted(BaseModel):
+    task_id: str
+    position: int = Field(description="Place in the queue, 0 is next")
+
+
+class RunRecord(BaseModel):
+    """A run a task opened, and how it ended (null while open)."""
+
+    uid: str
+    scan_id: int | None = None
+    run_key: str | None = None
+    parent_uid: str | None = None
+    exit_status: str | None = None
+    reason: str | None = None
+
+
+class Task(BaseModel):
+    task_id: str
+    plan: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    state: TaskState
+    submitted: float
+    started: float | None = None
+    ended: float | None = None
+    exit_status: str | None = None
+    reason: str | None = None
+    runs: list[RunRecord]
+    position: int | None = Field(None, description="Place in the queue while queued")
+
+
+class Queue(BaseModel):
+    running: bool = Field(description="False: tasks wait until the queue is started")
+    tasks: list[Task]
+
+
+class EngineStatus(BaseModel):
+    re_state: str = Field(description="The RunEngine's state (idle, running, paused...)")
+    task_id: str | None = Field(description="The task the RunEngine is on")
+    queue_running: bool
+    queued: int
+
+
+class PlanDescription(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(
+        alias="schema", description="JSON schema of the plan's keyword arguments"
+    )
+    positional: list[str] = Field(description="Parameters that may be given in args, in order")
+    var_positional: str | None = Field(description="The *args parameter, if any")
+
+
+class DeviceDescription(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    name: str
+    type: str = Field(alias="class")
+    movable: bool
+    description: str
+
+
+class Problem(BaseModel):
+    """Every error answer: what went wrong (a list of field errors for a malformed request)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route documents, each with the `Problem` body."""
+    return {code: {"model": Problem, "description": _MEANING[code]} for code in codes}
+
+
+_MEANING = {
+    400: "a body that cannot be read (not UTF-8 JSON)",
+    401: "no bearer token",
+    403: "wrong bearer token",
+    404: "no such plan or task",
+    409: "refused in the engine's present state",
+    413: "request body too large",
+    422: "malformed request, or arguments the plan refuses",
+}

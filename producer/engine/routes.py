@@ -1,0 +1,196 @@
+"""The engine API's routes, in the groups its OpenAPI document tags them with.
+
+Each group is added to the app itself (not through an ``APIRouter``): the app's
+route list stays flat, as the 405 answer's Allow header and the deployment checks read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from fastapi import Body, Depends, FastAPI, HTTPException, status
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from prometheus_client import CollectorRegistry, generate_latest
+
+from runstream.schemas.service import Control, Health, health
+
+from .auth import TokenGuard
+from .models import (
+    ControlRequest,
+    DeviceDescription,
+    EngineStatus,
+    PlanDescription,
+    Queue,
+    Submitted,
+    Task,
+    TaskRequest,
+    TaskState,
+    answers,
+)
+from .queue import Engine
+
+GUARDED = answers(401, 403)
+WITH_BODY = answers(400, 401, 403, 413, 422)
+
+
+def add_health_routes(
+    app: FastAPI, engine: Engine, guard: TokenGuard, registries: Sequence[CollectorRegistry]
+) -> None:
+    """Liveness, readiness and the Prometheus figures."""
+
+    @app.get("/healthz", tags=["health"], response_model=Health)
+    def healthz() -> JSONResponse:
+        """The process answers."""
+        code, body = health()
+        return JSONResponse(body, code)
+
+    @app.get(
+        "/readyz", tags=["health"], response_model=Health,
+        responses={503: {"model": Health, "description": "not ready"}},
+    )  # fmt: skip
+    def readyz() -> JSONResponse:
+        """The RunEngine can run a plan and its documents can be delivered or kept."""
+        code, body = health(engine.readiness())
+        return JSONResponse(body, code)
+
+    @app.get(
+        "/metrics", tags=["health"], dependencies=[Depends(guard.read)],
+        response_class=PlainTextResponse, responses=GUARDED,
+    )  # fmt: skip
+    def metrics() -> PlainTextResponse:
+        """Prometheus figures of the engine and its publisher."""
+        body = b"".join(generate_latest(r) for r in registries)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
+
+
+def add_catalog_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+    """The plans and devices the engine offers."""
+    read = [Depends(guard.read)]
+
+    @app.get("/plans", tags=["catalog"], dependencies=read, responses=GUARDED)
+    def plans() -> list[PlanDescription]:
+        """Every allowed plan with its description and a JSON schema of its parameters."""
+        return [PlanDescription(**e.describe()) for e in engine.registry.plans.values()]
+
+    @app.get(
+        "/plans/{name}", tags=["catalog"], dependencies=read, responses=answers(401, 403, 404, 422)
+    )
+    def plan(name: str) -> PlanDescription:
+        entry = engine.registry.plans.get(name)
+        if entry is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown plan {name!r}")
+        return PlanDescription(**entry.describe())
+
+    @app.get("/devices", tags=["catalog"], dependencies=read, responses=GUARDED)
+    def devices() -> list[DeviceDescription]:
+        return [
+            DeviceDescription(
+                name=name,
+                type=type(device).__name__,
+                movable=hasattr(device, "set"),
+                description=(type(device).__doc__ or "").strip().split("\n")[0],
+            )
+            for name, device in sorted(engine.registry.devices.items())
+        ]
+
+
+def add_task_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+    """Submit, list, read and remove tasks."""
+    read, write = [Depends(guard.read)], [Depends(guard.write)]
+
+    @app.post(
+        "/tasks", tags=["tasks"], dependencies=write, status_code=201,
+        responses={**WITH_BODY, **answers(404, 409)},
+    )  # fmt: skip
+    def submit(request: TaskRequest) -> Submitted:
+        """Queue a plan by name; the arguments are checked (422) before it is queued.
+
+        404: no plan of that name; 409: the queue is full.
+        """
+        task = engine.submit(request.plan, request.args, request.kwargs)
+        return Submitted(task_id=task["task_id"], position=task.get("position", 0))
+
+    @app.get("/tasks", tags=["tasks"], dependencies=read, responses=answers(401, 403, 422))
+    def tasks(state: TaskState | None = None) -> list[Task]:
+        return [Task(**t) for t in engine.store.list(state)]
+
+    @app.get(
+        "/tasks/{task_id}", tags=["tasks"], dependencies=read, responses=answers(401, 403, 404, 422)
+    )
+    def task(task_id: str) -> Task:
+        return Task(**_known_task(engine, task_id))
+
+    @app.delete(
+        "/tasks/{task_id}",
+        tags=["tasks"],
+        dependencies=write,
+        responses=answers(401, 403, 404, 409, 422),
+    )
+    def remove(task_id: str) -> Task:
+        """Take a queued task off the queue (a running one is stopped by the controls)."""
+        found = _known_task(engine, task_id)
+        if not engine.remove(task_id):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"task {task_id} is {found['state']}, not queued"
+            )
+        return Task(**engine.store.get(task_id))  # type: ignore[arg-type]
+
+
+def _known_task(engine: Engine, task_id: str) -> dict:
+    found = engine.store.get(task_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown task {task_id!r}")
+    return found
+
+
+def add_queue_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+    """The queue, and whether tasks are taken from it."""
+
+    @app.get("/queue", tags=["queue"], dependencies=[Depends(guard.read)], responses=GUARDED)
+    def queue() -> Queue:
+        return Queue(running=engine.queue_running, tasks=[Task(**t) for t in engine.store.queue()])
+
+    @app.post(
+        "/queue/{action}",
+        tags=["queue"],
+        dependencies=[Depends(guard.write)],
+        responses=answers(401, 403, 422),
+    )
+    def queue_control(action: Literal["start", "stop"]) -> EngineStatus:
+        """Start or stop taking tasks from the queue (a running task is not touched)."""
+        engine.set_queue_running(action == "start")
+        return EngineStatus(**engine.status())
+
+
+def add_control_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+    """The RunEngine's controls, its status and the live event stream."""
+    read = [Depends(guard.read)]
+
+    @app.post(
+        "/control/{action}", tags=["control"], dependencies=[Depends(guard.write)],
+        responses={**WITH_BODY, **answers(409)},
+    )  # fmt: skip
+    def control(
+        action: Control, request: Annotated[ControlRequest | None, Body()] = None
+    ) -> EngineStatus:
+        """Pause (deferred or not), resume, stop, abort or halt, as the RunEngine allows.
+
+        409: the RunEngine refuses that control in its present state.
+        """
+        request = request or ControlRequest()
+        return EngineStatus(**engine.control(action, request.reason, request.defer))
+
+    @app.get("/status", tags=["control"], dependencies=read, responses=GUARDED)
+    def engine_status() -> EngineStatus:
+        return EngineStatus(**engine.status())
+
+    @app.get(
+        "/events", tags=["control"], dependencies=read, response_class=StreamingResponse,
+        responses={**GUARDED, 200: {"content": {"text/event-stream": {}},
+                                    "description": "an endless event stream"}},
+    )  # fmt: skip
+    async def events() -> StreamingResponse:
+        """Server-Sent Events: engine state, task changes, runs opened and closed."""
+        first = {"event": "status", **engine.status()}
+        return StreamingResponse(engine.events.stream(first), media_type="text/event-stream")
