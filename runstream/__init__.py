@@ -18,9 +18,9 @@ _MAPPED = ("schemas", "producer", "consumers")
 class _CheckoutFinder(_abc.MetaPathFinder):
     """Finds ``runstream.schemas`` and its siblings in the folders of a source checkout.
 
-    An installed runstream (wheel or editable) has them mapped in by the build. Run
-    straight from a checkout, only these folders are mapped, so that nothing else
-    beside them (``tests``, ``deploy``) is importable as part of `runstream`.
+    A wheel has them inside the package. From a checkout (plain or an editable install)
+    only these folders are mapped, so that nothing else beside them (``tests``,
+    ``deploy``) is importable as part of `runstream`.
     """
 
     def __init__(self, root: _Path) -> None:
@@ -35,7 +35,11 @@ class _CheckoutFinder(_abc.MetaPathFinder):
         )
 
 
-_checkout = _Path(__file__).resolve().parent.parent
-if all((_checkout / name / "__init__.py").is_file() for name in _MAPPED):
-    # Last on the path: an installed package's own mapping, when there is one, wins.
-    _sys.meta_path.append(_CheckoutFinder(_checkout))
+_here = _Path(__file__).resolve().parent
+_checkout = _here.parent
+if not (_here / "schemas").is_dir() and all(
+    (_checkout / name / "__init__.py").is_file() for name in _MAPPED
+):
+    # First on the path: the folders beside this package are its sub-packages, also
+    # when another copy of runstream is installed (an editable install maps the same).
+    _sys.meta_path.insert(0, _CheckoutFinder(_checkout))
