@@ -95,6 +95,11 @@ class EngineCollector:
                       "stopping", "halting", "panicked"):  # fmt: skip
             re_state.add_metric([state], 1.0 if state == now else 0.0)
         yield re_state
+        devices = self.engine.registry.devices
+        yield GaugeMetricFamily("runstream_engine_devices", "Devices the engine serves",
+                                value=len(devices))  # fmt: skip
+        yield GaugeMetricFamily("runstream_engine_devices_connected", "Devices connected",
+                                value=devices.connected)  # fmt: skip
 
 
 def create_app(

@@ -83,11 +83,16 @@ class PlanDescription(BaseModel):
 
 
 class DeviceDescription(BaseModel):
+    """A top-level device, and whether plans may use it now."""
+
     model_config = ConfigDict(populate_by_name=True)
     name: str
     type: str = Field(alias="class")
     movable: bool
     description: str
+    ophyd_async: bool = Field(description="An ophyd-async device (the engine connects it)")
+    connected: bool
+    error: str | None = Field(description="Why it did not connect (plans naming it get 422)")
 
 
 class Problem(BaseModel):
@@ -105,7 +110,7 @@ _MEANING = {
     400: "a body that cannot be read (not UTF-8 JSON)",
     401: "no bearer token",
     403: "wrong bearer token",
-    404: "no such plan or task",
+    404: "no such plan, task or device",
     409: "refused in the engine's present state",
     413: "request body too large",
     422: "malformed request, or arguments the plan refuses",

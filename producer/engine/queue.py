@@ -11,6 +11,7 @@ refused transition is a `ControlError`.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import logging
@@ -27,6 +28,7 @@ from bluesky.utils import Msg, RunEngineInterrupted, single_gen
 from runstream.schemas.errors import RunstreamError
 from runstream.schemas.service import CONTROLS, Control
 
+from .devices import DeviceEntry
 from .events import EventHub
 from .registry import PlanRegistry, RequestError
 from .store import PAUSED, QUEUED, RUNNING, TaskStore
@@ -65,11 +67,12 @@ class Engine:
         ready_checks: list[ReadyCheck] = (),  # type: ignore[assignment]
         events: EventHub | None = None,
         max_queue: int = 1000,
+        connect_timeout: float = 10.0,
     ) -> None:
         self.store = store
         self.registry = registry
         self.events = events or EventHub()
-        self.max_queue = max_queue
+        self.max_queue, self.connect_timeout = max_queue, connect_timeout
         self._subscribers = list(subscribers)
         self._preprocessors = list(preprocessors)
         self._ready_checks = list(ready_checks)
@@ -80,8 +83,8 @@ class Engine:
         self._current: str | None = None  # the task id the RunEngine is on
         self._ended_by: tuple[Control, str] | None = None  # (control, reason)
         self._run_task: dict[str, str] = {}  # run uid -> task id
-        self.runs_opened = 0
-        self.runs_closed = 0
+        self.runs_opened = self.runs_closed = 0
+        self._loop = asyncio.new_event_loop()  # every RunEngine's: devices are connected in it
         self.RE = self._new_run_engine()
         self.interrupted = store.recover()
         if self.interrupted:  # as after a failed task: nothing moves until an operator says so
@@ -90,7 +93,7 @@ class Engine:
         self._thread = threading.Thread(target=self._work, name="runstream-engine", daemon=True)
 
     def _new_run_engine(self) -> RunEngine:
-        RE = RunEngine({}, context_managers=[], call_returns_result=True)
+        RE = RunEngine({}, loop=self._loop, context_managers=[], call_returns_result=True)
         RE.preprocessors.extend(self._preprocessors)
         RE.preprocessors.append(self._give_reason)
         RE.subscribe(self._on_document)
@@ -102,7 +105,13 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
+        """Connect the devices (those that fail are kept with their error), then take tasks."""
+        self.registry.devices.connect_all(self._loop, self.connect_timeout)
         self._thread.start()
+
+    def connect_device(self, name: str) -> DeviceEntry:
+        """Try one device again, e.g. after its IOC restarted (UnknownDeviceError if none)."""
+        return self.registry.devices.connect(name, self._loop, self.connect_timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking tasks; a running plan is aborted so its runs are closed."""

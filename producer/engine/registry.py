@@ -24,6 +24,7 @@ from pydantic import ValidationError as PydanticValidationError
 from runstream.schemas.errors import RunstreamError
 
 from . import stock
+from .devices import DeviceNotConnectedError, Devices, UnknownDeviceError, gather
 from .settings import DEMO_MODULES
 
 log = logging.getLogger(__name__)
@@ -53,10 +54,6 @@ class UnknownPlanError(RequestError):
 def _summary(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.split("\n\n", 1)[0].strip()
-
-
-def _is_device(obj: Any) -> bool:
-    return hasattr(obj, "read") and hasattr(obj, "name") and hasattr(obj, "describe")
 
 
 def _mentions(annotation: Any, names: tuple[str, ...]) -> bool:
@@ -171,7 +168,7 @@ class PlanRegistry:
             raise RequestError(f"the plan allow-list names unknown plans: {', '.join(unknown)}")
         names = allowed or sorted(plans)
         self.plans = {n: PlanEntry.of(n, plans[n]) for n in names}
-        self.devices = dict(devices)
+        self.devices = Devices(devices)
         self.hw = SimpleNamespace(**self.devices)
 
     @classmethod
@@ -186,18 +183,9 @@ class PlanRegistry:
 
         A device module gives its devices as module-level objects, or by a function
         ``make_devices(files_dir)`` returning them by name (for devices that write
-        files, such as `ophyd.sim`'s image detectors).
+        files, such as `ophyd.sim`'s image detectors); see `devices.gather`.
         """
-        devices: dict[str, Any] = {}
-        for module in map(load_module, device_modules):
-            make = getattr(module, "make_devices", None)
-            if callable(make):
-                made = make(files_dir)
-                devices.update((n, obj) for n, obj in made.items() if _is_device(obj))
-                continue
-            for obj in vars(module).values():
-                if _is_device(obj) and isinstance(getattr(obj, "name", None), str):
-                    devices[obj.name] = obj
+        devices = gather(map(load_module, device_modules), files_dir)
         plans = dict(stock.standard_plans())
         for module in map(load_module, plan_modules):
             for name, obj in vars(module).items():
@@ -251,9 +239,10 @@ class PlanRegistry:
 
     def _devices(self, plan: str, param: Parameter, value: Any) -> Any:
         if isinstance(value, str):
-            if value in self.devices:
-                return self.devices[value]
-            raise RequestError(f"plan {plan!r}: argument {param.name!r}: unknown device {value!r}")
+            try:
+                return self.devices.resolve(value)
+            except (UnknownDeviceError, DeviceNotConnectedError) as exc:
+                raise RequestError(f"plan {plan!r}: argument {param.name!r}: {exc}") from None
         if isinstance(value, list):
             return [self._devices(plan, param, v) for v in value]
         if isinstance(value, dict):

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from runstream.schemas.service import Control, Health, health
 
 from .auth import TokenGuard
+from .devices import DeviceEntry, UnknownDeviceError
 from .models import (
     ControlRequest,
     DeviceDescription,
@@ -84,15 +85,36 @@ def add_catalog_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
 
     @app.get("/devices", tags=["catalog"], dependencies=read, responses=GUARDED)
     def devices() -> list[DeviceDescription]:
-        return [
-            DeviceDescription(
-                name=name,
-                type=type(device).__name__,
-                movable=hasattr(device, "set"),
-                description=(type(device).__doc__ or "").strip().split("\n")[0],
-            )
-            for name, device in sorted(engine.registry.devices.items())
-        ]
+        """Every device, connected or not (with the error that keeps plans from it)."""
+        entries = engine.registry.devices.entries
+        return [_described(entries[name]) for name in sorted(entries)]
+
+    @app.post(
+        "/devices/{name}/connect", tags=["catalog"], dependencies=[Depends(guard.write)],
+        responses=answers(401, 403, 404, 422),
+    )  # fmt: skip
+    def connect(name: str) -> DeviceDescription:
+        """Try to connect a device again (e.g. after its IOC restarted); answers its new state.
+
+        404: no device of that name.
+        """
+        try:
+            return _described(engine.connect_device(name))
+        except UnknownDeviceError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+def _described(entry: DeviceEntry) -> DeviceDescription:
+    device = entry.device
+    return DeviceDescription(
+        name=entry.name,
+        type=type(device).__name__,
+        movable=hasattr(device, "set"),
+        description=(type(device).__doc__ or "").strip().split("\n")[0],
+        ophyd_async=entry.asynchronous,
+        connected=entry.connected,
+        error=entry.problem,
+    )
 
 
 def add_task_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:

@@ -85,6 +85,7 @@ class EngineService:
             preprocessors=[lineage],
             ready_checks=[lambda: _outbox_problem(publisher)],
             max_queue=settings.max_queue,
+            connect_timeout=settings.device_connect_timeout,
         )
         app = create_app(
             engine,

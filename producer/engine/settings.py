@@ -77,6 +77,11 @@ class EngineSettings(TokenSettings):
         description="Modules (dotted names or .py files) of devices; the default is the demo's "
         "(ophyd.sim).",
     )
+    device_connect_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds each ophyd-async device has to connect at start or when retried.",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=256)
     max_queue: int = Field(1000, ge=1)
     detector_files: Path | None = Field(

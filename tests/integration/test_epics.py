@@ -1,0 +1,144 @@
+"""EPICS devices in a real `runstream engine`: caproto's example IOCs over Channel Access.
+
+ophyd (v1) `EpicsMotor`/`EpicsSignalRO` through caproto's client, ophyd-async's `Motor` and
+``epics_signal_r``/``epics_signal_rw`` through aioca, and ophyd-async's `SimBlobDetector`
+writing HDF5; plans go in over HTTP and the runs' documents are read back from Kafka.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.epics_iocs import Ioc, client_env
+from tests.integration.test_engine import AUTH, EngineProcess, documents
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.kafka
+EPICS_DEVICES = """
+from ophyd import EpicsMotor, EpicsSignalRO
+from ophyd_async.epics.core import epics_signal_r, epics_signal_rw
+from ophyd_async.epics.motor import Motor
+
+v1_motor = EpicsMotor("M:mtr2", name="v1_motor")
+v1_det = EpicsSignalRO("B:ph:det", name="v1_det")
+motor = Motor("M:mtr1")                      # ophyd-async: named "motor" by the engine
+det = epics_signal_r(float, "B:ph:det")
+ph_mtr = epics_signal_rw(float, "B:ph:mtr")
+late = Motor("LATE:mtr1")                    # no IOC serves it when the engine starts
+"""
+BLOB_DEVICES = """
+from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider
+from ophyd_async.sim import PatternGenerator, SimBlobDetector
+
+
+def make_devices(files_dir):
+    files_dir.mkdir(parents=True, exist_ok=True)
+    path = StaticPathProvider(UUIDFilenameProvider(), files_dir)
+    return {"bdet": SimBlobDetector(path, PatternGenerator())}
+"""
+
+
+@pytest.fixture(scope="module")
+def iocs(tmp_path_factory) -> Iterator[dict[str, Ioc]]:
+    home = tmp_path_factory.mktemp("iocs")
+    started = {"motors": Ioc("fake_motor_record", "M:", home),
+               "beamline": Ioc("mini_beamline", "B:", home)}  # fmt: skip
+    late = Ioc("fake_motor_record", "LATE:", home)  # started by the test that needs it
+    clients = client_env(*started.values(), late)
+    try:
+        started["motors"].start("mtr1.RBV", clients)
+        started["beamline"].start("ph:det", clients)
+        yield {**started, "late": late}
+    finally:
+        for ioc in (*started.values(), late):
+            ioc.stop()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, kafka_bootstrap: str, new_topic, iocs) -> Iterator[EngineProcess]:
+    process = EngineProcess(tmp_path, kafka_bootstrap, new_topic(partitions=1))
+    (tmp_path / "epics_devices.py").write_text(EPICS_DEVICES)
+    (tmp_path / "blob_devices.py").write_text(BLOB_DEVICES)
+    modules = [str(tmp_path / "epics_devices.py"), str(tmp_path / "blob_devices.py")]
+    process.env.update(client_env(*iocs.values()), OPHYD_CONTROL_LAYER="caproto",
+                       RUNSTREAM_DEVICE_MODULES=json.dumps(modules),
+                       RUNSTREAM_DEVICE_CONNECT_TIMEOUT="3")  # fmt: skip
+    process.start()
+    yield process
+    process.stop()
+
+
+def submit(engine: EngineProcess, plan: str, args: list, **kwargs) -> httpx.Response:
+    body = {"plan": plan, "args": args, "kwargs": kwargs}
+    return httpx.post(f"{engine.url}/tasks", json=body, headers=AUTH, timeout=30)
+
+
+def run(engine: EngineProcess, plan: str, args: list, **kwargs) -> dict:
+    reply = submit(engine, plan, args, **kwargs)
+    assert reply.status_code == 201, reply.text
+    task = engine.wait(reply.json()["task_id"], ("completed", "failed"), timeout=120)
+    assert task["state"] == "completed", (task, engine.log.read_text()[-3000:])
+    return task
+
+
+def events_of(docs: list[tuple[str, dict]], run_uid: str) -> list[dict]:
+    descriptors = {d["uid"] for n, d in docs if n == "descriptor" and d["run_start"] == run_uid}
+    return [d for n, d in docs if n == "event" and d["descriptor"] in descriptors]
+
+
+def test_scans_over_channel_access_carry_what_the_iocs_serve(engine) -> None:
+    first = run(engine, "scan", [["det", "v1_det", "bdet"], "motor", -1, 1], num=3)
+    peak = run(engine, "scan", [["det"], "ph_mtr", -2, 2], num=5)
+    v1 = run(engine, "scan", [["motor.user_readback", "v1_motor.user_readback"], "v1_motor",
+                              0, 0.5], num=2)  # fmt: skip
+    docs = documents(engine.env["RUNSTREAM_KAFKA_BOOTSTRAP"], engine.env["RUNSTREAM_TOPIC"], 3)
+
+    events = events_of(docs, first["runs"][0]["uid"])
+    # ophyd-async's Motor over caproto's example motor record reads it short of its targets
+    # (see the report of issue #19): here only that it read the IOC, in range.
+    assert len(events) == 3 and all(-1.01 <= e["data"]["motor"] <= 1.01 for e in events)
+    assert all(e["data"]["det"] > 0 and e["data"]["v1_det"] > 0 for e in events)
+    keys = next(d for n, d in docs if n == "descriptor" and "det" in d["data_keys"])["data_keys"]
+    assert keys["det"]["source"] == "ca://B:ph:det" and keys["motor"]["source"] == "ca://M:mtr1.RBV"
+    resources = [d for n, d in docs if n == "stream_resource"]
+    assert {r["mimetype"] for r in resources} == {"application/x-hdf5"}
+    assert all(Path(r["uri"].removeprefix("file://localhost")).exists() for r in resources)
+
+    peak_events = events_of(docs, peak["runs"][0]["uid"])
+    assert [e["data"]["ph_mtr"] for e in peak_events] == pytest.approx([-2, -1, 0, 1, 2])
+    readings = [e["data"]["det"] for e in peak_events]
+    assert readings[2] == max(readings) > readings[0]  # the pinhole peaks as ph:mtr crosses 0
+
+    moved = events_of(docs, v1["runs"][0]["uid"])
+    assert [e["data"]["v1_motor"] for e in moved] == pytest.approx([0, 0.5], abs=0.01)
+    assert moved[0]["data"]["motor"] == moved[1]["data"]["motor"]  # at rest, read by a dotted name
+
+
+def test_a_device_that_does_not_connect_is_refused_then_connects(engine, iocs) -> None:
+    listed = {d["name"]: d for d in httpx.get(f"{engine.url}/devices").json()}
+    assert not listed["late"]["connected"] and "LATE:mtr1" in listed["late"]["error"]
+    assert all(listed[n]["connected"] for n in ("motor", "det", "ph_mtr", "bdet", "v1_det"))
+    assert httpx.get(f"{engine.url}/readyz").status_code == 200
+    metrics = httpx.get(f"{engine.url}/metrics").text
+    assert "runstream_engine_devices 7.0" in metrics
+    assert "runstream_engine_devices_connected 6.0" in metrics
+    refused = submit(engine, "scan", [["det"], "late", 0, 1], num=2)
+    assert refused.status_code == 422 and "device 'late' is not connected" in refused.text
+    run(engine, "count", [["det"]], num=2)  # the others are served
+
+    iocs["late"].start("mtr1.RBV", client_env(*iocs.values()))
+
+    def connected() -> dict | None:
+        reply = httpx.post(f"{engine.url}/devices/late/connect", headers=AUTH, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json() if reply.json()["connected"] else None
+
+    state = eventually(connected, 90, "the late device to connect once its IOC is up")
+    assert state["error"] is None
+    task = run(engine, "scan", [["det"], "late", 0, 1], num=2)
+    assert task["runs"][0]["exit_status"] == "success"
