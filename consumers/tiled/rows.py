@@ -13,39 +13,49 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow as pa
-from bluesky_tiled_plugins.utils import truncate_json_overflow
+from bluesky_tiled_plugins.utils import split_table, truncate_json_overflow
+from bluesky_tiled_plugins.writing.tiled_writer import MAX_TABLE_COLUMNS
 
 from . import layout
+from .fit import fit_array, fit_table
 from .run import RunTarget
 from .stream import Stream
 
-#: What rows that do not fit their descriptor raise when made into a table.
-ROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError)
+#: What rows that do not fit their descriptor raise when made into a table or an array.
+ROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
+              ValueError, KeyError)  # fmt: skip
 
 
 def write_rows(run: RunTarget, stream: Stream) -> None:
-    """The stream's waiting rows, written; what Tiled or the descriptor refuses, recorded."""
+    """The stream's waiting rows, written; what Tiled refuses, recorded (what does not fit
+    the descriptor is made to fit by `fit`, value by value)."""
     if not stream.pending:
         return
     rows, stream.rows = stream.rows, []
-    seqs = f"seq_num {rows[0][layout.SEQ_NUM]}-{rows[-1][layout.SEQ_NUM]}"
-    try:
-        arrays = {k: _stack(run, stream, k, [row.pop(k) for row in rows if k in row])
-                  for k in stream.array_keys}  # fmt: skip
-        table = _table(stream, rows)
-    except ROW_ERRORS as exc:
-        run.record_error(f"stream {stream.name}: rows {seqs} do not fit the descriptor's "
-                         f"data keys: {exc}")  # fmt: skip
-        return
+    arrays = {k: _array(run, stream, k, [row for row in rows if k in row])
+              for k in stream.array_keys}  # fmt: skip
+    for key in arrays:
+        for row in rows:
+            row.pop(key, None)
+    table = _table(run, stream, rows)
     try:
         _write(run, stream, table, arrays)
     except httpx.HTTPStatusError as exc:
+        seqs = f"seq_num {rows[0][layout.SEQ_NUM]}-{rows[-1][layout.SEQ_NUM]}"
         run.record_error(f"stream {stream.name}: rows {seqs} refused by Tiled: {exc}")
 
 
-def _table(stream: Stream, rows: list[dict[str, Any]]) -> pa.Table:
-    """The rows as TiledWriter makes them (types inferred); later batches in the first's."""
-    table = pa.Table.from_pylist(rows)
+def _table(run: RunTarget, stream: Stream, rows: list[dict[str, Any]]) -> pa.Table:
+    """The rows as TiledWriter makes them (types inferred); later batches in the first's.
+    Rows that do not make one table in one go, column by column (`fit_table`)."""
+    try:
+        table = pa.Table.from_pylist(rows)
+        if stream.schema is not None and table.schema != stream.schema:
+            if sorted(table.column_names) != sorted(stream.schema.names):
+                raise KeyError("columns other than the stream table's")
+            table = table.select(stream.schema.names).cast(stream.schema)
+    except ROW_ERRORS:
+        table = fit_table(run, stream, rows)
     if stream.schema is None:
         schema = table.schema
         for i, f in enumerate(schema):  # columns of nothing but None: strings
@@ -55,19 +65,30 @@ def _table(stream: Stream, rows: list[dict[str, Any]]) -> pa.Table:
                 schema = schema.set(i, f.with_type(pa.list_(pa.string())))
         stream.schema = schema
     if table.schema != stream.schema:
-        table = table.select(stream.schema.names).cast(stream.schema)
+        table = table.cast(stream.schema)
     return table
 
 
-def _stack(run: RunTarget, stream: Stream, key: str, values: list) -> np.ndarray | None:
-    if not values:
+def _array(run: RunTarget, stream: Stream, key: str, rows: list[dict[str, Any]]
+           ) -> np.ndarray | None:  # fmt: skip
+    """The key's values as one array; when they do not make one as the descriptor says,
+    as TiledWriter makes them (`fit_array`)."""
+    if not rows:
         return None
+    try:
+        return _stack(run, stream, key, [row[key] for row in rows])
+    except ROW_ERRORS:
+        return fit_array(run, stream, key, rows)
+
+
+def _stack(run: RunTarget, stream: Stream, key: str, values: list) -> np.ndarray:
     node = stream.arrays.get(key)
     dtype = node.dtype if node is not None else run.data_keys[key].get("dtype_numpy")
     if dtype is not None and np.dtype(dtype).kind == "O":
         dtype = None
     array = np.array(values, dtype=dtype)
-    shape = tuple(run.data_keys[key].get("shape", ()))
+    declared = run.data_keys[key].get("shape", ())
+    shape = tuple(node.shape[1:]) if node is not None else tuple(declared)
     if array.shape[1:] != shape:
         raise ValueError(f"{key}: values of shape {array.shape[1:]}, the descriptor says "
                          f"{list(shape)}")  # fmt: skip
@@ -80,16 +101,32 @@ def _write(run: RunTarget, stream: Stream, table: pa.Table,
     for key, array in arrays.items():
         if array is not None:
             _write_array(run, stream, key, array)
-    if stream.table is None:
-        metadata = {k: v for k, v in run.data_keys.items() if k in table.column_names}
-        stream.table = run.call(
-            lambda: stream.node.create_appendable_table(
-                schema=stream.schema, key=layout.TABLE, access_tags=run.access_tags,
-                metadata=truncate_json_overflow(metadata)),
-            f"create table {stream.name}",
-        )  # fmt: skip
-    run.call(lambda: _append_once(stream, table, first), f"append to {stream.name}")
+    for key, part in table_parts(table):
+        _append_part(run, stream, key, part, first)
     stream.rows_written += table.num_rows
+
+
+def _append_part(run: RunTarget, stream: Stream, key: str, part: pa.Table, first: int) -> None:
+    """One table of the stream (made at its first rows) gets the batch's columns it holds."""
+    if key not in stream.tables:
+        metadata = {k: v for k, v in run.data_keys.items() if k in part.column_names}
+        stream.tables[key] = run.call(
+            lambda: stream.node.create_appendable_table(
+                schema=stream.schema if key == layout.TABLE else part.schema, key=key,
+                access_tags=run.access_tags, metadata=truncate_json_overflow(metadata)),
+            f"create table {key} of {stream.name}",
+        )  # fmt: skip
+    node = stream.tables[key]
+    run.call(lambda: _append_once(stream, node, part, first), f"append to {stream.name}")
+
+
+def table_parts(table: pa.Table) -> list[tuple[str, pa.Table]]:
+    """TiledWriter's tables: ``internal``, or, over its column limit, ``internal_0``, ...
+    of its `split_table` (columns sorted by name, parts of equal width)."""
+    if table.num_columns <= MAX_TABLE_COLUMNS:
+        return [(layout.TABLE, table)]
+    parts = split_table(table, MAX_TABLE_COLUMNS)
+    return [(f"{layout.TABLE}_{i}", part) for i, part in enumerate(parts)]
 
 
 def _write_array(run: RunTarget, stream: Stream, key: str, array: np.ndarray) -> None:
@@ -112,16 +149,19 @@ def _write_array(run: RunTarget, stream: Stream, key: str, array: np.ndarray) ->
     run.call(lambda: node.patch(array, offset=offset, extend=True), f"extend array {key}")
 
 
-def _append_once(stream: Stream, table: pa.Table, first_seq: int) -> None:
+def _append_once(stream: Stream, node: Any, table: pa.Table, first_seq: int) -> None:
     """Append unless an earlier try whose answer was lost already did."""
-    if stream.rows_written and _already_written(stream, first_seq):
+    if stream.rows_written and _already_written(stream, node, table, first_seq):
         return
-    stream.table.append_partition(0, table)
+    node.append_partition(0, table)
 
 
-def _already_written(stream: Stream, first_seq: int) -> bool:
+def _already_written(stream: Stream, node: Any, table: pa.Table, first_seq: int) -> bool:
+    column = layout.SEQ_NUM if layout.SEQ_NUM in table.column_names else table.column_names[0]
     try:
-        seqs = stream.table.read([layout.SEQ_NUM])[layout.SEQ_NUM]
+        seqs = node.read([column])[column]
     except Exception:
         return False
-    return len(seqs) > stream.rows_written or (len(seqs) and first_seq in set(seqs))
+    if len(seqs) > stream.rows_written:
+        return True
+    return column == layout.SEQ_NUM and bool(len(seqs)) and first_seq in set(seqs)

@@ -61,6 +61,11 @@ class RunTarget:
         log.error("run %s: %s", self.uid, message)
         self.errors.append(message)
 
+    def set_aside(self, stream: str, data_key: str, seq_num: int, reason: str) -> None:
+        """One field of one row that could not be stored at all (the row's other fields are):
+        said, with why, in the run's errors."""
+        self.record_error(f"stream {stream}: {data_key} of seq_num {seq_num} set aside: {reason}")
+
     def open(self, catalog: Container, metadata: dict[str, Any], specs: list[Spec]) -> bool:
         """Create the run's container; False when the run is complete in Tiled already.
 
@@ -105,3 +110,17 @@ class RunTarget:
         node = self.node
         assert node is not None
         self.call(lambda: node.update_metadata(metadata=update, drop_revision=True), "write stop")
+
+    def close_streams(self, nodes: Iterable[Any]) -> None:
+        """Declare the end of writes to each node, as TiledWriter does at a stop: Tiled's
+        live subscribers see the run end. A node Tiled does not close is said, not fatal."""
+        seen: set[str] = set()
+        for node in nodes:
+            if node is None or node.uri in seen:
+                continue
+            seen.add(node.uri)
+            try:
+                self.call(node.close_stream, f"close stream {node.uri}")
+            except httpx.HTTPStatusError as exc:
+                log.warning("run %s: Tiled did not close the stream of %s: %s", self.uid,
+                            node.uri, exc)  # fmt: skip

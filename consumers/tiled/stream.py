@@ -38,7 +38,7 @@ class Stream:
     array_keys: list[str]  # internal data keys written as array nodes beside the table
     rows: list[dict[str, Any]] = field(default_factory=list)
     oldest: float = 0.0
-    table: Any = None
+    tables: dict[str, Any] = field(default_factory=dict)  # `layout.TABLE` (or its parts)
     schema: pa.Schema | None = None
     arrays: dict[str, Any] = field(default_factory=dict)
     dims: dict[int, str] = field(default_factory=dict)  # array dimension names by size

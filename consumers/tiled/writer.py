@@ -81,6 +81,7 @@ class RunWriter(RunCallback):
         self.streams: dict[str, Stream] = {}  # by descriptor uid
         self.by_name: dict[str, Stream] = {}
         self.external = ExternalData(self._external_arrived)
+        self.failed_resources: set[str] = set()  # stream resources whose failure is recorded
         self.normalizer = Normalizer()
         self.normalizer.subscribe(self._normalized)
 
@@ -133,15 +134,22 @@ class RunWriter(RunCallback):
         self.external.stream_resource(doc)
 
     def stream_datum(self, doc: dict[str, Any]) -> None:
+        """A datum's frames into its array; a resource its consolidator fails on is recorded
+        once, not once per datum."""
         try:
             self.external.stream_datum(doc)
         except DOCUMENT_ERRORS as exc:
-            self.run.record_error(f"external data: {type(exc).__name__}: {exc}")
+            resource = doc.get("stream_resource", "?")
+            if resource not in self.failed_resources:
+                self.failed_resources.add(resource)
+                self.run.record_error(f"external data of stream resource {resource}: "
+                                      f"{type(exc).__name__}: {exc}")  # fmt: skip
 
     def stop(self, doc: dict[str, Any]) -> None:
         notes = doc.pop("_run_normalizer_notes", [])
         self._flush_all()
         self.run.close(doc, notes)
+        self.run.close_streams(self._nodes())
 
     # -- runtime hooks ------------------------------------------------------------
 
@@ -171,6 +179,15 @@ class RunWriter(RunCallback):
             except httpx.HTTPStatusError as exc:
                 self.run.record_error(f"stream {stream.name}: external data {array.data_key} "
                                       f"refused by Tiled: {exc}")  # fmt: skip
+
+    def _nodes(self) -> list[Any]:
+        """Every node written, in TiledWriter's order of closing: internal arrays, tables,
+        external arrays, streams, the run."""
+        streams = list(self.by_name.values())
+        return [*(a for s in streams for a in s.arrays.values()),
+                *(t for s in streams for t in s.tables.values()),
+                *(a.node for a in self.external.arrays.values() if a.node is not None),
+                *(s.node for s in streams), self.run.node]  # fmt: skip
 
     def _mark(self, stream: Stream) -> None:
         """Start the latency clock if nothing of the stream was waiting yet."""

@@ -198,3 +198,20 @@ def test_answers_lost_after_tiled_acted_are_not_errors(tiled_server, monkeypatch
     table = node["baseline"].read()
     assert list(table["x"].values) == [0.0, 1.5, 3.0]
     assert table["v"].values.tolist() == [[0.0] * 3, [1.0] * 3, [2.0] * 3]
+
+
+def test_a_resource_its_consolidator_fails_on_is_recorded_once(tiled_server, tmp_path) -> None:
+    """Three datums of a resource its consolidator cannot take (a key the descriptor
+    lacks): one error."""
+    name = unique_prefix("cat")
+    catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
+    uid, docs = _hdf5_run(tmp_path / "f.h5", np.zeros((3, 2, 2)), [(0, 1), (1, 2), (2, 3)])
+    resource = next(d for n, d in docs if n == "stream_resource")
+    resource["data_key"] = "not-in-the-descriptor"
+    (writer,), _ = tiled_factory(catalog, max_latency=0.1)("start", docs[0][1])
+    for doc_name, doc in docs:
+        writer(doc_name, doc)
+    run_node = _reader(tiled_server, name)[uid]
+    assert run_node.metadata["stop"]["exit_status"] == "success"
+    (error,) = run_node.metadata["runstream"]["errors"]
+    assert resource["uid"] in error and "not-in-the-descriptor" in error
