@@ -69,10 +69,13 @@ def client_env(*iocs: Ioc) -> dict[str, str]:
 
 def pv_value(pv: str, clients: dict[str, str]) -> str | None:
     """A PV's value as caproto's ``caproto-get`` prints it; None when it does not answer."""
-    done = subprocess.run(
-        [sys.executable, "-m", "caproto.commandline.get", "--timeout", "1", pv],
-        env={**os.environ, **clients}, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "caproto.commandline.get", "--timeout", "1", pv],
+            env={**os.environ, **clients}, capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:  # seen once in a loaded full suite: not answering yet
+        return None
     if done.returncode != 0:
         return None
     return done.stdout.split(maxsplit=1)[1].strip() if done.stdout.strip() else None
