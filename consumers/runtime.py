@@ -29,7 +29,7 @@ from runstream.kafka.connection import ConnectionReport
 from .commitpoint import CommitPoint
 from .deadletter import DeadLetters
 from .health import HealthServer
-from .legacy import LegacyRuns
+from .legacy import LegacyRuns, Numbered
 from .metrics import ConsumerMetrics
 from .ordering import TimestampMerge
 from .protocols import Factory
@@ -177,21 +177,39 @@ class Runtime:
         point = self.commit_points.get(tp)
         if point is None:  # from a partition revoked while the batch was in hand
             return
-        offset = msg.offset()
         try:
-            run, seq, name, doc = self._read(tp, msg)
-            if self.router.route(tp, run, seq, name, doc) and name == "start":
-                point.run_opened(run, offset)
-            if name == "stop":
-                point.run_closed(run, offset)
+            ready, lost = self._read(tp, msg)
         except (schemas.ContractError, RoutingError) as exc:
-            self._dead_letter(msg, exc)
+            ready, lost = [], [(msg, exc)]
         except KeyError as exc:  # a valid document missing a field routing needs
-            self._dead_letter(msg, RoutingError(f"missing field {exc}"))
-        point.processed(offset)
+            ready, lost = [], [(msg, RoutingError(f"missing field {exc}"))]
+        for origin, exc in lost:
+            self._dead_letter(origin, exc)
+        for doc in ready:
+            self._route(tp, point, doc)
+        point.processed(msg.offset())
 
-    def _read(self, tp: TopicPart, msg: Message) -> tuple[str, int, str, dict[str, Any]]:
-        """``(run, seq, name, doc)`` of a checked message: ours, or a legacy one (`legacy`)."""
+    def _route(self, tp: TopicPart, point: CommitPoint, item: Numbered) -> None:
+        """One document to its run; ``item.tag`` is the message it came in (held ones: earlier)."""
+        msg: Message = item.tag
+        try:
+            routed = self.router.route(tp, item.run, item.seq, item.name, item.doc)
+            if routed and item.name == "start":
+                point.run_opened(item.run, msg.offset())
+            if item.name == "stop":
+                point.run_closed(item.run, msg.offset())
+        except RoutingError as exc:
+            self._dead_letter(msg, exc)
+        except KeyError as exc:
+            self._dead_letter(msg, RoutingError(f"missing field {exc}"))
+
+    def _read(
+        self, tp: TopicPart, msg: Message
+    ) -> tuple[list[Numbered], list[tuple[Message, Exception]]]:
+        """What the message makes ready for its run(s), and what goes to the dead letters.
+
+        Ours: the message itself. Legacy (`legacy`): maybe documents held back before it too.
+        """
         headers = schemas.Headers.from_kafka(msg.headers())
         name, doc = schemas.decode(msg.value())
         if headers is not None:
@@ -203,8 +221,9 @@ class Runtime:
         if self.settings.validate_documents:
             schemas.validate(name, doc)
         if headers is None:
-            return *self.legacy.identify(tp, name, doc), name, doc
-        return headers.run, headers.seq, name, doc
+            ready, unkeyed = self.legacy.sort(tp, name, doc, msg)
+            return ready, [(u.tag, RoutingError(u.reason)) for u in unkeyed]
+        return [Numbered(headers.run, headers.seq, name, doc, msg)], []
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
         kind = type(exc).__name__
@@ -219,7 +238,8 @@ class Runtime:
         if run is None:
             return
         self.router.abandon(uid, reason)
-        self.legacy.forget_run(run.partition, uid)
+        for lost in self.legacy.forget_run(run.partition, uid):
+            self._dead_letter(lost.tag, RoutingError(lost.reason))
         point = self.commit_points.get(run.partition)
         if point is not None:
             point.run_closed(uid)

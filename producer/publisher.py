@@ -1,11 +1,12 @@
 """`KafkaPublisher`: a RunEngine callback that never blocks it and never loses a document.
 
-On the RunEngine's thread, each document is keyed by its run (``schemas.RunIndex``),
-numbered (``seq``, per run), encoded, and appended to the outbox with one write:
-microseconds. The delivery thread (`delivery.Delivery`) reads the outbox back in
-order, hands records to an idempotent librdkafka producer (``acks=all``,
-Java-compatible murmur2 partitioning, no delivery timeout) and moves the outbox's
-acknowledged id as Kafka acknowledges them. Each message's timestamp is when the
+On the RunEngine's thread, each document is keyed by its run (``schemas.RunKeys``;
+a resource without ``run_start`` goes to the run it was emitted in, see
+`schemas.unlabeled`), numbered (``seq``, per run), encoded, and appended to the
+outbox with one write: microseconds. The delivery thread (`delivery.Delivery`)
+reads the outbox back in order, hands records to an idempotent librdkafka producer
+(``acks=all``, Java-compatible murmur2 partitioning, no delivery timeout) and moves
+the outbox's acknowledged id as Kafka acknowledges them. Each message's timestamp is when the
 engine emitted it, never earlier than the one before, and a start's strictly later:
 consumers merging partitions by timestamp see runs start in the engine's order
 (`consumers.ordering`). While the broker is down the outbox grows; when it returns
@@ -94,7 +95,7 @@ class KafkaPublisher:
         self._producer = _make_producer(conf)
         self.outbox = Outbox(Path(outbox_dir))  # raises OutboxError when unusable
 
-        self._index = schemas.RunIndex()
+        self._keys = schemas.RunKeys()  # resources without run_start wait here for their run
         self._next_seq: dict[str, int] = {}
         self._next_id = self.outbox.last_id + 1
         self._last_stamp = 0  # ms: the Kafka timestamp of the last record appended
@@ -149,27 +150,32 @@ class KafkaPublisher:
     # -- the RunEngine's side -----------------------------------------------------
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:
-        run = self._index.run_of(name, doc)
-        if run is None:
-            self._refuse_unkeyed(name, doc)
+        keyed, unkeyed = self._keys.sort(name, doc)
+        for lost in unkeyed:
+            self._refuse_unkeyed(lost)
+        if not keyed:
             return
         with self._lock:
-            if name in PAGE_NAMES:
-                parts = list(split_to_fit(name, doc, schemas.encode, self._limit))
-                if len(parts) > 1:
-                    self.metrics.pages_split.inc()
-                    log.info("run %s: %s split into %d pages to fit", run, name, len(parts))
-                for _part, value in parts:
-                    self._append(run, name, value)
+            for item in keyed:
+                self._publish(item.run, item.name, item.doc)
+
+    def _publish(self, run: str, name: str, doc: Mapping[str, Any]) -> None:
+        if name in PAGE_NAMES:
+            parts = list(split_to_fit(name, doc, schemas.encode, self._limit))
+            if len(parts) > 1:
+                self.metrics.pages_split.inc()
+                log.info("run %s: %s split into %d pages to fit", run, name, len(parts))
+            for _part, value in parts:
+                self._append(run, name, value)
+        else:
+            try:
+                value = schemas.encode(name, doc)
+            except schemas.EncodeError as exc:
+                self._append(run, name, repr(doc).encode(), refuse=f"unencodable: {exc}")
             else:
-                try:
-                    value = schemas.encode(name, doc)
-                except schemas.EncodeError as exc:
-                    self._append(run, name, repr(doc).encode(), refuse=f"unencodable: {exc}")
-                else:
-                    self._append(run, name, value)
-            if name == "stop":
-                self._next_seq.pop(run, None)
+                self._append(run, name, value)
+        if name == "stop":
+            self._next_seq.pop(run, None)
 
     def _append(self, run: str, name: str, value: bytes, refuse: str | None = None) -> None:
         seq = self._next_seq.get(run, 0)
@@ -204,11 +210,16 @@ class KafkaPublisher:
                 self.outbox.dir, size, self.max_outbox_bytes,
             )  # fmt: skip
 
-    def _refuse_unkeyed(self, name: str, doc: Mapping[str, Any]) -> None:
-        record = Record(0, "", name, -1, b"", [], repr(dict(doc)).encode())
-        path = self.outbox.refuse(record, "no run: it points at nothing this publisher has seen")
+    def _refuse_unkeyed(self, lost: schemas.Unkeyed) -> None:
+        try:
+            value = schemas.encode(lost.name, lost.doc)
+        except schemas.EncodeError:
+            value = repr(dict(lost.doc)).encode()
+        record = Record(0, "", lost.name, -1, b"", [], value)
+        path = self.outbox.refuse(record, f"no run: {lost.reason}")
         self.metrics.refused.labels("unkeyed").inc()
-        log.error("%s %s belongs to no known run; kept in %s", name, doc.get("uid", ""), path)
+        uid = lost.doc.get("uid") or lost.doc.get("datum_id", "")
+        log.error("%s %s not sent, %s; kept in %s", lost.name, uid, lost.reason, path)
 
     def _close_left_open_runs(self) -> None:
         """Abort stops for the runs a previous publisher on this outbox left open."""

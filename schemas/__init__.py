@@ -18,6 +18,7 @@ from .keys import RunIndex
 from .partition import murmur2, partition_for
 from .service import CONTROLS, Control, Health, health
 from .topics import dead_letter_topic, document_topic
+from .unlabeled import Keyed, RunKeys, Unkeyed
 from .validation import validate
 
 __all__ = [
@@ -31,8 +32,11 @@ __all__ = [
     "EncodeError",
     "Headers",
     "Health",
+    "Keyed",
     "RunIndex",
+    "RunKeys",
     "RunstreamError",
+    "Unkeyed",
     "ValidationError",
     "dead_letter_topic",
     "decode",

@@ -20,6 +20,7 @@ from tests.integration.test_services import _expected, _finished, _service
 from tests.integration.test_tiled import _complete, _events, _reader, _tiled_service
 from tests.kafka_tools import read_all, unique_prefix
 from tests.table_text import table_rows
+from tests.unlabeled_runs import by_run
 from tests.waiting import eventually
 
 
@@ -69,7 +70,10 @@ def test_table_and_tiled_services_read_a_bluesky_kafka_topic(
 
 def _recorder(records: dict[str, list]):
     def factory(name, start):
-        return [lambda n, d, u=start["uid"]: records[u].append((n, d.get("uid")))], []
+        def record(n, d, u=start["uid"]):
+            records[u].append((n, d.get("uid") or d.get("datum_id")))
+
+        return [record], []
 
     return factory
 
@@ -106,3 +110,38 @@ def test_mixed_topic_and_bad_legacy_input(kafka_bootstrap, new_topic, tmp_path) 
     for uid in ours:
         assert records[uid][0][0] == "start" and records[uid][-1][0] == "stop"
     assert json.dumps(sorted(records)) == json.dumps(sorted(uids))
+
+
+def test_old_style_resources_on_a_bluesky_kafka_topic_reach_their_runs(
+    kafka_bootstrap, new_topic, tmp_path
+) -> None:
+    """bluesky-kafka's Publisher, resources without run_start, nested runs: each run's
+    callbacks get their own resources and datums; a resource no run can take and a datum
+    of an unknown resource go to the dead letters, each with its reason, and nothing else."""
+    topic = new_topic(partitions=1)
+    records: dict[str, list] = defaultdict(list)
+    stray = {"uid": "stray-resource", "spec": "NPY_SEQ", "root": "/", "resource_path": "x",
+             "resource_kwargs": {}, "path_semantics": "posix"}  # fmt: skip
+    orphan = {"datum_id": "gone/0", "resource": "gone", "datum_kwargs": {}}
+    with running(settings(kafka_bootstrap, topic), [_recorder(records)]):
+        emitted = _legacy_publish(kafka_bootstrap, topic, tmp_path / "emitted",
+                                  "nested_detector_runs")  # fmt: skip
+        raw = Producer({"bootstrap.servers": kafka_bootstrap})
+        for name, doc in (("resource", stray), ("datum", orphan)):
+            raw.produce(topic, key=KEY.encode(), value=schemas.encode(name, doc))
+        raw.flush(10)
+        emitted += _legacy_publish(kafka_bootstrap, topic, tmp_path / "emitted2", "nested_runs")
+        uids = [d["uid"] for n, d in emitted if n == "start"]
+        eventually(lambda: all(records[u][-1:] and records[u][-1][0] == "stop" for u in uids),
+                   60, "every run to its stop")  # fmt: skip
+    truth = by_run(emitted)
+    assert sum(n == "resource" for docs in truth.values() for n, _ in docs) == 2
+    for uid in uids:
+        assert records[uid] == truth[uid], uid
+    dead = read_all(kafka_bootstrap, schemas.dead_letter_topic(topic), expect=2)
+    reasons = [d.headers["dlq.reason"].decode() for d in dead]
+    assert reasons == [
+        "RoutingError: legacy resource stray-resource names no run_start and no run is open "
+        "in this partition",
+        "RoutingError: legacy datum points at resource 'gone', never seen in this partition",
+    ]

@@ -21,7 +21,9 @@ from bluesky import RunEngine
 from runstream import schemas
 from runstream.producer import KafkaPublisher, OutboxError, PublisherConfigError, lineage
 from runstream.producer.plans import SEED_PLANS, sim_hw
+from tests.integration.consumer_harness import running, settings
 from tests.kafka_tools import Record, free_port, read_all, unique_prefix
+from tests.unlabeled_runs import by_run, nested_detector_runs, old_style, run_engine
 from tests.waiting import eventually, process_ended
 
 PARTITIONS = 4
@@ -238,3 +240,45 @@ def test_bad_configuration_fails_at_construction(tmp_path, kwargs, error, match)
     outbox = tmp_path / kwargs.pop("outbox", "outbox")
     with pytest.raises(error, match=match):
         KafkaPublisher(topic, "127.0.0.1:1", outbox, **kwargs, **extra)
+
+
+def test_resources_without_run_start_reach_their_run(kafka_bootstrap, tmp_path, caplog) -> None:
+    """A real RunEngine's nested runs with old-style resources (no run_start), published by
+    KafkaPublisher, reach each run's consumer callbacks; what no run can take is kept in
+    the outbox with its reason in one log line, and nothing else is touched."""
+    topic = _topic()
+    publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=PARTITIONS)
+    emitted: list[tuple[str, dict]] = []
+    RE = run_engine(lambda n, d: publisher(n, old_style(n, d)),
+                    lambda n, d: emitted.append((n, dict(d))))  # fmt: skip
+    publisher("resource", {"uid": "stray", "spec": "X", "root": "/", "resource_path": "x",
+                           "resource_kwargs": {}})  # fmt: skip
+    publisher("datum", {"datum_id": "gone/0", "resource": "gone", "datum_kwargs": {}})
+    uids = RE(nested_detector_runs(tmp_path / "files"))
+    records: dict[str, list] = defaultdict(list)
+
+    def factory(name, start):
+        def record(n, d, u=start["uid"]):
+            records[u].append((n, d.get("uid") or d.get("datum_id")))
+
+        return [record], []
+
+    with running(settings(kafka_bootstrap, topic), [factory]):
+        eventually(lambda: all(records[u][-1:] and records[u][-1][0] == "stop" for u in uids),
+                   60, "both runs to their stops")  # fmt: skip
+    assert publisher.close() == 0
+    truth = by_run(emitted)
+    assert sorted(records) == sorted(uids) and {u: records[u] for u in uids} == truth
+    by_key = _by_run(read_all(kafka_bootstrap, topic, expect=len(emitted)))
+    assert sorted(by_key) == sorted(uids)
+    for recs in by_key.values():
+        assert [int(r.headers["seq"]) for r in recs] == list(range(len(recs)))
+        resources = [schemas.decode(r.value)[1] for r in recs if r.headers["doc"] == b"resource"]
+        assert len(resources) == 1 and "run_start" not in resources[0]  # sent as emitted
+    reasons = (tmp_path / "outbox" / "refused" / "no-run.reasons").read_text().splitlines()
+    assert [line.split("\t")[1:2] + line.split("\t")[3:] for line in reasons] == [
+        ["resource", "no run: resource stray names no run_start and no run is open"],
+        ["datum", "no run: datum points at resource 'gone', never seen"],
+    ]
+    said = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+    assert len(said) == 2 and "stray" in said[0] and "gone/0" in said[1], said
