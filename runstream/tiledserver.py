@@ -40,6 +40,7 @@ class LocalTiled:
     nodes, and the read directories for the detector files its external data points at."""
 
     settings: LocalSettings
+    tables: str = "sqlite"  # the table storage's database: "sqlite", or "duckdb" (as tests use)
 
     @property
     def dir(self) -> Path:
@@ -97,7 +98,7 @@ class LocalTiled:
         data.mkdir(parents=True, exist_ok=True)
         catalog = self.dir / "catalog.db"
         cmd = [tiled, "serve", "catalog", str(catalog), "-w", str(data),
-               "-w", f"sqlite:///{self.dir / 'storage.sqlite'}",
+               "-w", f"{self.tables}:///{self.dir / f'storage.{self.tables}'}",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         for readable in self.settings.tiled_read_dirs:
             readable.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,9 @@ It is bluesky-tiled-plugins' TiledWriter's layout, so that its readers (and
   ``_config_updates``;
 - in a stream the appendable table ``internal`` (``seq_num``, ``time``, the data
   keys, ``ts_<key>``) and, beside it, one array node per data key written as an
-  array (big internal arrays, external data), with dimensions ``time``,
-  ``dim_int_1``, ...
+  array (big internal arrays, external data) or as a ragged array (internal arrays
+  of variable length), with dimensions ``time``, ``dim_int_1``, ... (``dim_rgd_<axis>``
+  for an axis of variable length)
 
 No Tiled import here: the web view reads this layout over plain HTTP, and
 Tiled's client takes seconds to import. The writer makes `tiled.structures.core.Spec`
@@ -59,3 +60,5 @@ TIMESTAMP_PREFIX = "ts_"
 #: Array dimension names: the first is time, then one per distinct size in the stream.
 TIME_DIM = "time"
 SIZE_DIM = "dim_int_{}"
+#: ... and per axis of unknown size, for ragged arrays.
+RAGGED_DIM = "dim_rgd_{}"

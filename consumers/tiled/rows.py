@@ -8,6 +8,7 @@ retried after a lost answer is not applied twice.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
@@ -18,8 +19,11 @@ from bluesky_tiled_plugins.writing.tiled_writer import MAX_TABLE_COLUMNS
 
 from . import layout
 from .fit import fit_array, fit_table
+from .ragged import ragged_rows, write_ragged
 from .run import RunTarget
 from .stream import Stream
+
+log = logging.getLogger(__name__)
 
 #: What rows that do not fit their descriptor raise when made into a table or an array.
 ROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError,
@@ -34,12 +38,18 @@ def write_rows(run: RunTarget, stream: Stream) -> None:
     rows, stream.rows = stream.rows, []
     arrays = {k: _array(run, stream, k, [row for row in rows if k in row])
               for k in stream.array_keys}  # fmt: skip
-    for key in arrays:
+    for key, array in list(arrays.items()):
+        if array is not None and 0 in array.shape:  # zarr cannot chunk it: TiledWriter's way
+            _in_table(run, stream, key, array)
+            del arrays[key]
+    ragged = {k: ragged_rows(run, stream, k, [row for row in rows if k in row])
+              for k in stream.ragged_keys if any(k in row for row in rows)}  # fmt: skip
+    for key in [*arrays, *ragged]:
         for row in rows:
             row.pop(key, None)
     table = _table(run, stream, rows)
     try:
-        _write(run, stream, table, arrays)
+        _write(run, stream, table, arrays, ragged)
     except httpx.HTTPStatusError as exc:
         seqs = f"seq_num {rows[0][layout.SEQ_NUM]}-{rows[-1][layout.SEQ_NUM]}"
         run.record_error(f"stream {stream.name}: rows {seqs} refused by Tiled: {exc}")
@@ -87,6 +97,8 @@ def _stack(run: RunTarget, stream: Stream, key: str, values: list) -> np.ndarray
     if dtype is not None and np.dtype(dtype).kind == "O":
         dtype = None
     array = np.array(values, dtype=dtype)
+    if 0 in array.shape:  # written to the table, not as an array (`_in_table`)
+        return array
     declared = run.data_keys[key].get("shape", ())
     shape = tuple(node.shape[1:]) if node is not None else tuple(declared)
     if array.shape[1:] != shape:
@@ -95,12 +107,23 @@ def _stack(run: RunTarget, stream: Stream, key: str, values: list) -> np.ndarray
     return array
 
 
+def _in_table(run: RunTarget, stream: Stream, key: str, array: np.ndarray) -> None:
+    """An array with an axis of length 0 stays in the table, as TiledWriter leaves it."""
+    msg = (f"Internal array data for key '{key}' in stream '{stream.name}' has a zero-length "
+           f"dimension (shape {array.shape}) and can not be stored as a zarr array; it is "
+           "stored in the internal table instead.")  # fmt: skip
+    log.warning("run %s: %s", run.uid, msg)
+    run.notes.append(msg)
+
+
 def _write(run: RunTarget, stream: Stream, table: pa.Table,
-           arrays: dict[str, np.ndarray | None]) -> None:  # fmt: skip
+           arrays: dict[str, np.ndarray | None], ragged: dict[str, Any]) -> None:  # fmt: skip
     first = table[layout.SEQ_NUM][0].as_py()
     for key, array in arrays.items():
         if array is not None:
             _write_array(run, stream, key, array)
+    for key, values in ragged.items():
+        write_ragged(run, stream, key, values)
     for key, part in table_parts(table):
         _append_part(run, stream, key, part, first)
     stream.rows_written += table.num_rows

@@ -19,6 +19,12 @@ from .run import RunTarget
 STREAM_SPECS = [Spec(*spec) for spec in layout.STREAM_SPECS]
 
 
+def is_ragged(key: Mapping[str, Any]) -> bool:
+    """TiledWriter's rule for ragged array nodes: an internal array with an axis of unknown
+    size."""
+    return "external" not in key and key.get("dtype") == "array" and None in key.get("shape", ())
+
+
 def as_array_node(key: Mapping[str, Any], max_array_size: int) -> bool:
     """TiledWriter's rule: internal arrays too big for a table cell, or of strings."""
     if "external" in key or key.get("dtype") != "array" or None in key.get("shape", ()):
@@ -36,6 +42,7 @@ class Stream:
     name: str
     node: Container
     array_keys: list[str]  # internal data keys written as array nodes beside the table
+    ragged_keys: list[str] = field(default_factory=list)  # ... and as ragged array nodes
     rows: list[dict[str, Any]] = field(default_factory=list)
     oldest: float = 0.0
     tables: dict[str, Any] = field(default_factory=dict)  # `layout.TABLE` (or its parts)
@@ -55,11 +62,17 @@ class Stream:
         row.update({f"{layout.TIMESTAMP_PREFIX}{k}": v for k, v in event["timestamps"].items()})
         self.rows.append(row)
 
-    def dims_of(self, shape: tuple[int, ...]) -> tuple[str, ...]:
-        """TiledWriter's names: ``time``, then one name per distinct size in the stream."""
-        for size in shape[1:]:
+    def dims_of(self, shape: tuple[int | None, ...]) -> tuple[str, ...]:
+        """TiledWriter's names: ``time``, then one name per distinct size in the stream, and
+        one per axis of unknown size (ragged)."""
+        names = [layout.TIME_DIM]
+        for axis, size in enumerate(shape[1:], start=1):
+            if size is None:
+                names.append(layout.RAGGED_DIM.format(axis))
+                continue
             self.dims.setdefault(size, layout.SIZE_DIM.format(len(self.dims) + 1))
-        return (layout.TIME_DIM, *(self.dims[size] for size in shape[1:]))
+            names.append(self.dims[size])
+        return tuple(names)
 
     def update_config(self, run: RunTarget, descriptor: Mapping[str, Any]) -> None:
         """A later descriptor of the stream, kept in its metadata's ``_config_updates``."""
@@ -87,4 +100,5 @@ def open_stream(run: RunTarget, descriptor: Mapping[str, Any], max_array_size: i
     # composite client's checks (three look-ups per write).
     node = getattr(node, "base", node)
     keys = descriptor.get("data_keys", {})
-    return Stream(name, node, [k for k, v in keys.items() if as_array_node(v, max_array_size)])
+    return Stream(name, node, [k for k, v in keys.items() if as_array_node(v, max_array_size)],
+                  [k for k, v in keys.items() if is_ragged(v)])  # fmt: skip

@@ -31,8 +31,12 @@ from typing import Any
 import httpx
 import jsonschema
 from bluesky_tiled_plugins.utils import truncate_json_overflow
-from bluesky_tiled_plugins.writing.tiled_writer import MAX_ARRAY_SIZE, RunNormalizer
-from event_model import DocumentNames
+from bluesky_tiled_plugins.writing.tiled_writer import (
+    MAX_ARRAY_SIZE,
+    RESERVED_DATA_KEYS,
+    RunNormalizer,
+)
+from event_model import DocumentNames, unpack_event_page
 from tiled.client.container import Container
 
 from ..callback import RunCallback
@@ -62,6 +66,41 @@ class Normalizer(RunNormalizer):
             super().emit(name, doc)
 
 
+class Passthrough:
+    """Which documents the normalizer would emit unchanged, so they skip it (its deep copy
+    and dispatch were most of the writer's time per event).
+
+    From `RunNormalizer`'s source (the pinned range; `tests/unit/test_tiled_passthrough.py`
+    checks it): a ``stream_datum`` comes out as it went in (a copy, validated, which the
+    runtime did on arrival); an ``event`` comes out as it went in, less an empty
+    ``filled``, when every key of its data and timestamps is an internal data key of the
+    run's normalized descriptors (never external in any, no reserved name), as then its
+    filtering keeps every key and nothing is renamed or turned into stream datums.
+    """
+
+    def __init__(self) -> None:
+        self._internal: set[str] = set()
+        self._external: set[str] = set()
+        self.keys: frozenset[str] = frozenset()  # what an unchanged event's keys are among
+
+    def descriptor(self, doc: Mapping[str, Any]) -> None:
+        """A normalized descriptor: its data keys join the run's, as the normalizer's do."""
+        for key, spec in doc.get("data_keys", {}).items():
+            (self._external if "external" in spec else self._internal).add(key)
+        self.keys = frozenset(self._internal - self._external - set(RESERVED_DATA_KEYS))
+
+    def event(self, doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """The event as the normalizer would emit it, when that is the event itself."""
+        keys = self.keys
+        if not (keys.issuperset(doc["data"]) and keys.issuperset(doc["timestamps"])):
+            return None
+        if "filled" not in doc:
+            return doc
+        if doc["filled"]:
+            return None
+        return {k: v for k, v in doc.items() if k != "filled"}
+
+
 class RunWriter(RunCallback):
     """A RunRouter callback writing one run.
 
@@ -84,19 +123,36 @@ class RunWriter(RunCallback):
         self.failed_resources: set[str] = set()  # stream resources whose failure is recorded
         self.normalizer = Normalizer()
         self.normalizer.subscribe(self._normalized)
+        self.passthrough = Passthrough()
 
     def __call__(self, name: str, doc: Mapping[str, Any]) -> None:  # type: ignore[override]
-        """A document as emitted, into the normalizer; what it cannot place, recorded."""
+        """A document as emitted, into the normalizer (or past it, when it would come out
+        unchanged: `Passthrough`); what it cannot place, recorded."""
         if self.skip:
             return
         try:
-            self.normalizer(name, doc)
+            if name == "event":
+                self._event(doc)
+            elif name == "event_page":
+                for event in unpack_event_page(doc):
+                    self._event(event)
+            elif name == "stream_datum":
+                self.stream_datum(doc)  # type: ignore[arg-type]  # read only, never changed
+            else:
+                self.normalizer(name, doc)
         except WriterStoppingError:
             raise
         except DOCUMENT_ERRORS as exc:
             self.run.record_error(f"{name} {doc.get('uid', '')}: {type(exc).__name__}: {exc}")
             if name == "stop" and self.run.node is not None and not self.skip:
                 self.stop(copy.deepcopy(dict(doc)))  # as emitted: the run still ends
+
+    def _event(self, doc: Mapping[str, Any]) -> None:
+        same = self.passthrough.event(doc)
+        if same is None:
+            self.normalizer("event", doc)
+        elif not self.skip:
+            self.event(same)  # type: ignore[arg-type]  # read only, never changed
 
     def _normalized(self, name: str, doc: dict[str, Any]) -> None:
         if not self.skip:  # event-model's dispatch; named, as super() costs per event
@@ -112,6 +168,7 @@ class RunWriter(RunCallback):
         self.skip = not self.run.open(self.catalog, metadata, specs)
 
     def descriptor(self, doc: dict[str, Any]) -> None:
+        self.passthrough.descriptor(doc)
         self.run.data_keys.update(doc.get("data_keys", {}))
         self.external.descriptor(doc)
         stream = self.by_name.get(doc["name"])
