@@ -6,12 +6,14 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, status
 from pydantic import BaseModel, Field
 
 from . import plotdata
+from .frames import frame_kind
 from .livestream import LiveStream
 from .model import LiveRun, RunStore
+from .runlist import RunQuery, run_query
 from .settings import WebSettings
 from .tiled_runs import NotInTiledError, TiledRunError, TiledRuns, TiledUnreachableError
 
@@ -36,7 +38,30 @@ class RunSummary(BaseModel):
     stop_time: float | None = None
     streams: dict[str, int] = Field(description="Events per stream")
     other_documents: int = Field(0, description="Documents the view shows only as JSON")
+    frames: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Detector frames so far per stream and data key"
+    )
+    resources: int = Field(0, description="Stream resources (files) of the run")
     version: int = Field(description="Change counter: grows whenever the run changes")
+    source: Source = Field("live", description=SOURCE)
+
+
+class FrameKey(BaseModel):
+    kind: str = Field(description="image (or a stack: its first image), spectrum or scalar")
+    shape: list[int] = Field(description="Per event")
+    count: int = Field(description="Frames so far")
+
+
+class ResourceLine(BaseModel):
+    uid: str
+    data_key: str
+    stream: str | None
+    file: str
+    uri: str
+    mimetype: str
+    dataset: str | None
+    shape: list[int] | None = Field(description="Per event, from the descriptor")
+    frames: int
 
 
 class StreamInfo(BaseModel):
@@ -47,6 +72,9 @@ class StreamInfo(BaseModel):
     plot_kind: str
     x_field: str | None
     y_fields: list[str]
+    frames: dict[str, FrameKey] = Field(
+        default_factory=dict, description="Data keys whose values are in files, by name"
+    )
 
 
 class OtherDocument(BaseModel):
@@ -60,6 +88,9 @@ class RunDetail(BaseModel):
     stop: dict[str, Any] | None
     streams: list[StreamInfo]
     other: list[OtherDocument] = Field(description="Documents of kinds shown only as raw JSON")
+    resources: list[ResourceLine] = Field(
+        default_factory=list, description="One line per stream resource: file, dataset, shape"
+    )
     tiled_url: str | None = Field(None, description="The run in Tiled, when configured")
     source: Source = Field("live", description=SOURCE)
 
@@ -107,11 +138,15 @@ class PlotData(BaseModel):
     lines: Curves
     grid: Grid | None = None
     frame: Frame | None = None
+    spectra: dict[str, list[float | None]] = Field(
+        default_factory=dict, description="The latest value of each 1-D array field (spectrum)"
+    )
 
 
 class ViewConfig(BaseModel):
     engine: bool = Field(description="Whether the engine panel is on")
     tiled_url: str | None
+    tiled_runs: bool = Field(False, description="Whether runs older than the view come from Tiled")
     plot_points: int
 
 
@@ -136,7 +171,26 @@ def tiled_link(settings: WebSettings, uid: str) -> str | None:
     return f"{settings.tiled_url.rstrip('/')}/ui/browse/{settings.tiled_catalog}/{uid}"
 
 
-def _stream_info(stream: LiveStream) -> StreamInfo:
+def _frame_keys(run: LiveRun, stream: LiveStream) -> dict[str, FrameKey]:
+    counts = run.frames.counts().get(stream.name, {})
+    keys = {}
+    for key, count in counts.items():
+        shape = [int(n) for n in stream.data_keys.get(key, {}).get("shape") or []]
+        keys[key] = FrameKey(kind=frame_kind(shape), shape=shape, count=count)
+    return keys
+
+
+def _resource_lines(run: LiveRun) -> list[ResourceLine]:
+    lines = []
+    for resource in run.frames.resources.values():
+        keys = [s.data_keys[resource.data_key] for s in run.streams.values()
+                if resource.data_key in s.data_keys]  # fmt: skip
+        shape = keys[0].get("shape") if keys else None
+        lines.append(ResourceLine(**resource.line(shape)))
+    return lines
+
+
+def _stream_info(run: LiveRun, stream: LiveStream) -> StreamInfo:
     return StreamInfo(
         name=stream.name,
         events=stream.count,
@@ -145,6 +199,7 @@ def _stream_info(stream: LiveStream) -> StreamInfo:
         plot_kind=stream.plot.kind,
         x_field=stream.plot.x_field,
         y_fields=stream.plot.y_fields,
+        frames=_frame_keys(run, stream),
     )
 
 
@@ -194,8 +249,9 @@ def run_detail(run: LiveRun, settings: WebSettings) -> RunDetail:
         summary=RunSummary(**run.summary()),
         start=_jsonable(dict(run.start)),
         stop=_jsonable(dict(run.stop)) if run.stop else None,
-        streams=[_stream_info(s) for s in run.streams.values()],
+        streams=[_stream_info(run, s) for s in run.streams.values()],
         other=[OtherDocument(**_jsonable(o)) for o in run.other],
+        resources=_resource_lines(run),
         tiled_url=tiled_link(settings, run.uid),
         source=run.source,
     )
@@ -208,8 +264,10 @@ def rows_page(run: LiveRun, name: str, offset: int, limit: int) -> RowsPage:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"offset {offset} is past the end: stream {name!r} has {stream.count} rows",
         )
+    rows = stream.rows(offset, limit)
+    run.frames.label_rows(name, rows)
     return RowsPage(run=run.uid, stream=name, offset=offset, limit=limit, total=stream.count,
-                    rows=[Row(**row) for row in stream.rows(offset, limit)],
+                    rows=[Row(**row) for row in rows],
                     source=run.source)  # fmt: skip
 
 
@@ -226,12 +284,14 @@ def routes(store: RunStore, settings: WebSettings, tiled: TiledRuns | None = Non
     def config() -> ViewConfig:
         """What the pages need to know about this service."""
         return ViewConfig(engine=bool(settings.engine_url), tiled_url=settings.tiled_url,
+                          tiled_runs=tiled is not None,
                           plot_points=settings.plot_points)  # fmt: skip
 
-    @router.get("/runs")
-    def runs() -> list[RunSummary]:
-        """Every run the view holds, newest first; nested runs name their parent."""
-        return [RunSummary(**s) for s in store.summaries()]
+    @router.get("/runs", responses={422: {"description": "a malformed filter"}})
+    def runs(query: Annotated[RunQuery, Depends(run_query)]) -> list[RunSummary]:
+        """Every run the view holds that passes the filter, newest first; nested runs name
+        their parent. Older runs: ``/api/tiled-runs``."""
+        return [RunSummary(**s) for s in store.summaries() if query.matches(s)]
 
     @router.get("/runs/{uid}", responses={404: {"description": "unknown run"}, **TILED_ERRORS})
     def run(uid: str) -> RunDetail:

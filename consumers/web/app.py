@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from runstream.schemas.service import Health
 
 from .. import health
-from . import api, engine_proxy, push
+from . import api, engine_proxy, frameapi, older_runs, push
 from .model import RunStore
 from .settings import WebSettings
 from .tiled_runs import TiledRuns
@@ -106,7 +106,9 @@ def create_app(
         docs_url=None,  # FastAPI's docs pages load their scripts from a CDN: none offline
         redoc_url=None,
     )
+    app.include_router(older_runs.routes(store, tiled))
     app.include_router(api.routes(store, settings, tiled))
+    app.include_router(frameapi.routes(store, tiled))
     app.include_router(push.routes(store, settings.push_interval, push_metrics))
     if engine is not None:
         app.include_router(engine_proxy.routes(engine))

@@ -24,6 +24,9 @@ from runstream.schemas.service import Control
 log = logging.getLogger(__name__)
 
 TIMEOUT = 10.0
+# A device's reconnect takes up to the engine's connect timeout (a setting of the engine).
+CONNECT_TIMEOUT = 120.0
+DEVICE_NAME = Path(pattern=r"^[A-Za-z0-9_.:-]{1,200}$", description="A top-level device's name")
 # The engine sends a comment every 15 s on a quiet stream: twice that without a byte
 # means it is gone, and the panel is told so (the relay ends) rather than left waiting.
 EVENTS_SILENCE = 30.0
@@ -40,10 +43,10 @@ class EngineClient:
         self.client = httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT)
 
     async def forward(self, method: str, path: str, authorization: str | None,
-                      body: Any = None) -> JSONResponse:  # fmt: skip
+                      body: Any = None, timeout: float = TIMEOUT) -> JSONResponse:  # fmt: skip
         try:
             reply = await self.client.request(method, path, headers=_auth(authorization),
-                                              json=body)  # fmt: skip
+                                              json=body, timeout=timeout)  # fmt: skip
         except httpx.HTTPError as exc:
             return self._unanswered(method, path, exc)
         return _json(reply)
@@ -122,6 +125,17 @@ def routes(engine: EngineClient) -> APIRouter:
     async def plans(authorization: Auth = None) -> JSONResponse:
         """The engine's plans with a JSON schema of their parameters (the form is built from it)."""
         return await engine.forward("GET", "/plans", authorization)
+
+    @router.get("/devices", responses=ANSWERS)
+    async def devices(authorization: Auth = None) -> JSONResponse:  # class, connected or error
+        return await engine.forward("GET", "/devices", authorization)
+
+    @router.post("/devices/{name}/connect", responses=ANSWERS)
+    async def connect(name: Annotated[str, DEVICE_NAME],
+                      authorization: Auth = None) -> JSONResponse:  # fmt: skip
+        """Ask the engine to connect a device again (its IOC restarted): its new state."""
+        return await engine.forward("POST", f"/devices/{name}/connect", authorization,
+                                    timeout=CONNECT_TIMEOUT)  # fmt: skip
 
     @router.get("/tasks/{task_id}", responses=ANSWERS)
     async def task(task_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,100}$")],

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cellformat import cell_text
 from ..plotchoice import PlotChoice, choose
+from .frames import SPECTRUM, frame_kind
 
 
 class Column:
@@ -92,6 +93,8 @@ class LiveStream:
         self.time = array("d")
         self.columns: dict[str, Column] = {}
         self.frames: dict[str, np.ndarray] = {}  # latest 2-D frame per field
+        self.spectra: dict[str, np.ndarray] = {}  # latest 1-D array per field
+        self.spectrum_keys: set[str] = set()
         self.plot: PlotChoice = choose(start, descriptor)
         self.add_descriptor(start, descriptor)
 
@@ -101,6 +104,11 @@ class LiveStream:
             if key not in self.columns:
                 self.data_keys[key] = data_key
                 self.columns[key] = Column(_column_kind(data_key), padding=len(self.seq_num))
+                if (
+                    not data_key.get("external")
+                    and frame_kind(data_key.get("shape") or []) == SPECTRUM
+                ):
+                    self.spectrum_keys.add(key)
         merged = {**descriptor, "data_keys": self.data_keys}
         self.plot = choose(start, merged)
 
@@ -117,6 +125,8 @@ class LiveStream:
             value = data.get(key)
             if key == image_field:
                 self._keep_frame(key, value)
+            elif key in self.spectrum_keys:
+                self._keep_spectrum(key, value)
             column.append(_stored(value))
 
     def add_page(self, page: Mapping[str, Any]) -> None:
@@ -136,6 +146,8 @@ class LiveStream:
             elif key == self.plot.image_field:
                 for value in column_values:
                     self._keep_frame(key, value)
+            elif key in self.spectrum_keys and n:
+                self._keep_spectrum(key, column_values[-1])
             column.extend(column_values)
 
     def _keep_frame(self, key: str, value: Any) -> None:
@@ -143,6 +155,12 @@ class LiveStream:
             frame = np.asarray(value)
             if frame.ndim == 2:
                 self.frames[key] = frame
+
+    def _keep_spectrum(self, key: str, value: Any) -> None:
+        if isinstance(value, np.ndarray | list):
+            spectrum = np.asarray(value)
+            if spectrum.ndim == 1 and spectrum.dtype.kind in "biuf":
+                self.spectra[key] = spectrum
 
     def rows(self, offset: int, limit: int) -> list[dict[str, Any]]:
         end = min(self.count, offset + limit)

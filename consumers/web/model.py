@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..callback import RunCallback
+from .frames import RunFrames
 from .livestream import LiveStream
 from .settings import RetentionSettings
 
@@ -43,6 +44,7 @@ class LiveRun:
         self.version = version
         self.closed_at: float | None = None  # monotonic
         self.source = "live"  # "tiled" for a run read back from Tiled
+        self.frames = RunFrames(self.uid)  # stream resources and datums: the detector frames
 
     @property
     def started(self) -> float:
@@ -74,6 +76,14 @@ class LiveRun:
                         doc.get("descriptor"))  # fmt: skip
         return stream
 
+    def add_stream_resource(self, doc: Mapping[str, Any]) -> None:
+        self.frames.add_resource(doc)
+
+    def add_stream_datum(self, doc: Mapping[str, Any]) -> None:
+        stream = self._stream_of("stream_datum", doc)
+        if stream is not None:
+            self.frames.add_datum(stream.name, doc)
+
     def end(self, stop: Mapping[str, Any]) -> None:
         self.stop = stop
         self.status = str(stop.get("exit_status") or "unknown")
@@ -99,7 +109,10 @@ class LiveRun:
             "stop_time": self.stop.get("time") if self.stop else None,
             "streams": {name: stream.count for name, stream in self.streams.items()},
             "other_documents": self.other_count,
+            "frames": self.frames.counts(),
+            "resources": len(self.frames.resources),
             "version": self.version,
+            "source": self.source,
         }
 
 
@@ -253,10 +266,10 @@ class RunFeed(RunCallback):
         self._keep("datum_page", doc)
 
     def stream_resource(self, doc: Mapping[str, Any]) -> None:
-        self._keep("stream_resource", doc)
+        self.store.change(self.uid, "stream_resource", LiveRun.add_stream_resource, doc)
 
     def stream_datum(self, doc: Mapping[str, Any]) -> None:
-        self._keep("stream_datum", doc)
+        self.store.change(self.uid, "stream_datum", LiveRun.add_stream_datum, doc)
 
     def abandon(self, reason: str) -> None:
         if self.uid:

@@ -89,6 +89,7 @@ def image(stream: LiveStream) -> dict[str, Any] | None:
 def plot(stream: LiveStream, points: int) -> dict[str, Any]:
     kind = stream.plot.kind
     out: dict[str, Any] = {"stream": stream.name, "kind": kind, "events": stream.count}
+    out["spectra"] = {key: _finite_list(values) for key, values in stream.spectra.items()}
     if kind == "image":
         out["frame"] = image(stream)
         out["lines"] = lines(stream, points)

@@ -12,11 +12,13 @@ run in many small pages.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -28,11 +30,15 @@ from runstream.schemas.errors import RunstreamError
 from ..tiled import layout
 from .livestream import LiveStream
 from .model import INCOMPLETE, LiveRun
+from .runlist import RunQuery, tiled_params
 
 log = logging.getLogger(__name__)
 
 ARROW = "application/vnd.apache.arrow.file"
 SEARCH_PAGE = 100
+#: Parents of parents fetched at most for a nested run found by a search.
+MAX_NESTING = 8
+SEARCH = "the runs search"
 
 
 class TiledRunError(RunstreamError):
@@ -49,6 +55,28 @@ class TiledUnreachableError(TiledRunError):
 
 class TiledAnswerError(TiledRunError):
     """Tiled answered, but with an error or with something that is not a run."""
+
+
+def run_of(start: Mapping[str, Any], stop: Mapping[str, Any] | None) -> LiveRun:
+    """A run as Tiled holds it, before its streams are read: its status from its stop."""
+    run = LiveRun(start, version=0)
+    run.source = "tiled"
+    if stop:
+        run.end(stop)
+    else:
+        run.status = INCOMPLETE
+        run.reason = "no stop document in Tiled"
+    return run
+
+
+@dataclass
+class FoundRuns:
+    """One page of a search of the runs in Tiled, newest start first, as run summaries."""
+
+    runs: list[dict[str, Any]]
+    context: list[dict[str, Any]]  # the parents of nested runs found, when not found themselves
+    total: int
+    next_offset: int | None
 
 
 class TiledRuns:
@@ -84,19 +112,86 @@ class TiledRuns:
                 self.loaded.popitem(last=False)
         return run
 
+    def search(self, query: RunQuery, before: float | None, offset: int, limit: int,
+               skip: Collection[str] = ()) -> FoundRuns:  # fmt: skip
+        """Runs started before ``before`` that pass ``query``, newest first, a page at a time.
+
+        ``skip``: uids the caller holds already (the live model's), left out of the page.
+        The parents of nested runs come along (as context) so that the list nests them.
+        """
+        queries = query.tiled_filters()
+        if before is not None:
+            queries.append(("comparison", {"operator": "lt", "key": "start.time",
+                                           "value": json.dumps(before)}))  # fmt: skip
+        params = {**tiled_params(queries), "page[offset]": offset, "page[limit]": limit,
+                  "sort": "-start.time", "fields": "metadata"}  # fmt: skip
+        body = self._search(params)
+        runs = [s for s in self._summaries(body) if s["uid"] not in skip]
+        count = body.get("meta", {}).get("count")
+        total = int(count) if isinstance(count, int) else offset + len(body["data"])
+        more = offset + len(body["data"]) < total and len(body["data"]) > 0
+        context = self._parents(runs, set(skip))
+        log.info("runs search %s before %s: %d runs from offset %d of %d, %d parents", query,
+                 before, len(runs), offset, total, len(context))  # fmt: skip
+        return FoundRuns(runs, context, total, offset + len(body["data"]) if more else None)
+
+    def _parents(self, runs: list[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
+        """The ancestors of nested ``runs`` that neither they nor ``known`` hold."""
+        known |= {s["uid"] for s in runs}
+        found: list[dict[str, Any]] = []
+        wanted = {s["parent_uid"] for s in runs if s.get("parent_uid")} - known
+        for _ in range(MAX_NESTING):
+            if not wanted:
+                break
+            queries = [("in", {"key": "start.uid", "value": json.dumps(sorted(wanted))})]
+            params = {**tiled_params(queries), "page[offset]": 0, "page[limit]": len(wanted),
+                      "fields": "metadata"}  # fmt: skip
+            parents = self._summaries(self._search(params))
+            found += parents
+            known |= wanted
+            wanted = {s["parent_uid"] for s in parents if s.get("parent_uid")} - known
+        return found
+
+    def _search(self, params: dict[str, Any]) -> dict[str, Any]:
+        page = self._get(SEARCH, "search", self._path(), **params)
+        if page is None:
+            raise TiledAnswerError(f"Tiled at {self.url} has no catalog {self.catalog!r}")
+        try:
+            body = page.json()
+            if not isinstance(body.get("data"), list):
+                raise TypeError("no list of results")
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise TiledAnswerError(f"Tiled at {self.url} answered the runs search with "
+                                   f"something else than results: {exc}") from None  # fmt: skip
+        return body
+
+    def _summaries(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The runs of a search's results as summaries; a node that is no run is passed over."""
+        summaries = []
+        for item in body["data"]:
+            try:
+                metadata = item["attributes"]["metadata"]
+                start, stop = metadata[layout.START], metadata.get(layout.STOP)
+                summaries.append(run_of(start, stop if isinstance(stop, Mapping) else None)
+                                 .summary())  # fmt: skip
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("Tiled at %s: %s/%s is no run (%s: %s)", self.url, self.catalog,
+                            item.get("id"), type(exc).__name__, exc)  # fmt: skip
+        return summaries
+
     # -- HTTP -----------------------------------------------------------------
 
     def _path(self, *parts: str) -> str:
         return "/".join(quote(p, safe="") for p in (self.catalog, *parts))
 
-    def _get(self, uid: str, endpoint: str, path: str, **params: Any) -> httpx.Response | None:
-        """The response, or None for a 404; errors as `TiledRunError`s."""
+    def _get(self, what: str, endpoint: str, path: str, **params: Any) -> httpx.Response | None:
+        """The response, or None for a 404; errors as `TiledRunError`s naming ``what``."""
         try:
             response = self.client.get(f"{endpoint}/{path}", params=params)
         except httpx.TransportError as exc:
             if self.reachable:
-                log.warning("Tiled at %s does not answer (%s); run %s and others are not "
-                            "readable from it", self.url, type(exc).__name__, uid)  # fmt: skip
+                log.warning("Tiled at %s does not answer (%s); %s and other runs are not "
+                            "readable from it", self.url, type(exc).__name__, what)  # fmt: skip
             self.reachable = False
             raise TiledUnreachableError(f"Tiled at {self.url} does not answer: {exc}") from None
         if not self.reachable:
@@ -109,11 +204,11 @@ class TiledRuns:
                               f"{response.status_code}): set RUNSTREAM_TILED_API_KEY")  # fmt: skip
         if response.is_error:
             raise TiledAnswerError(f"Tiled at {self.url} answered HTTP {response.status_code} "
-                              f"for run {uid}")  # fmt: skip
+                              f"for {what}")  # fmt: skip
         return response
 
     def _load(self, uid: str) -> LiveRun:
-        found = self._get(uid, "metadata", self._path(uid))
+        found = self._get(f"run {uid}", "metadata", self._path(uid))
         if found is None:
             where = f"Tiled at {self.url} (catalog {self.catalog!r})"
             raise NotInTiledError(f"no run {uid!r} in {where}")
@@ -123,15 +218,7 @@ class TiledRuns:
             if not isinstance(start, Mapping) or "uid" not in start:
                 raise KeyError(layout.START)
             streams = self._streams(uid)
-            run = LiveRun(start, version=0)
-            run.source = "tiled"
-            if stop:
-                run.stop = stop
-                run.status = str(stop.get("exit_status") or "unknown")
-                run.reason = stop.get("reason") or None
-            else:
-                run.status = INCOMPLETE
-                run.reason = "no stop document in Tiled"
+            run = run_of(start, stop)
             for name, descriptor in streams:
                 run.streams[name] = self._stream(uid, start, name, descriptor)
         except (KeyError, TypeError, ValueError, pa.ArrowException) as exc:
@@ -148,7 +235,7 @@ class TiledRuns:
         streams: list[tuple[str, dict[str, Any]]] = []
         offset = 0
         while True:
-            page = self._get(uid, "search", self._path(uid),
+            page = self._get(f"run {uid}", "search", self._path(uid),
                              **{"page[offset]": offset, "page[limit]": SEARCH_PAGE})  # fmt: skip
             items = page.json()["data"] if page is not None else []
             for item in items:
@@ -162,7 +249,7 @@ class TiledRuns:
     def _stream(self, uid: str, start: Mapping[str, Any], name: str,
                 descriptor: dict[str, Any]) -> LiveStream:  # fmt: skip
         stream = LiveStream(start, descriptor)
-        found = self._get(uid, "table/full", self._path(uid, name, layout.TABLE),
+        found = self._get(f"run {uid}", "table/full", self._path(uid, name, layout.TABLE),
                           format=ARROW)  # fmt: skip
         if found is None:  # a stream with no event yet has no table
             return stream

@@ -193,3 +193,92 @@ def test_2d_data_is_an_image_of_the_latest_frame_and_a_summary_per_row() -> None
     assert len(image) <= plotdata.IMAGE_SIDE and {v for row in image for v in row} == {1.0}
     rows = store.read(uid, lambda r: r.streams["primary"].rows(0, 5))
     assert rows[1]["cells"]["cam"] == "<400x300 mean 1.000>"
+
+
+def _detector_run(feed, points: int, stack: int = 1) -> str:
+    """A run as ophyd-async's SimBlobDetector makes it: events without the frames, one
+    stream_datum per point for the frame and for its sum, and a 1-D spectrum in the events."""
+    bundle = compose_run(metadata={"hints": {"dimensions": [[["x"], "primary"]]}})
+    feed("start", bundle.start_doc)
+    frame = {"dtype": "array", "shape": [stack, 4, 5], "source": "file", "external": "STREAM:"}
+    total = {"dtype": "number", "shape": [1], "source": "file", "external": "STREAM:"}
+    spec = {"dtype": "array", "shape": [8], "source": "sim"}
+    keys = {"x": {"dtype": "number", "shape": [], "source": "sim"}, "bdet": frame,
+            "bdet-sum": total, "spec": spec}  # fmt: skip
+    desc = bundle.compose_descriptor(name="primary", data_keys=keys)
+    feed("descriptor", desc.descriptor_doc)
+    resources = [
+        bundle.compose_stream_resource(
+            mimetype="application/x-hdf5",
+            uri="file://localhost/d/a.h5",
+            data_key=key,
+            parameters={"dataset": dataset},
+        )
+        for key, dataset in (("bdet", "/entry/data/data"), ("bdet-sum", "/entry/sum"))
+    ]
+    for resource in resources:
+        feed("stream_resource", resource.stream_resource_doc)
+    for i in range(points):
+        for resource in resources:
+            feed("stream_datum", resource.compose_stream_datum(
+                indices={"start": i, "stop": i + 1}, seq_nums={"start": i + 1, "stop": i + 2},
+                descriptor=desc.descriptor_doc))  # fmt: skip
+        data = {"x": i * 0.5, "spec": [float(i + k) for k in range(8)]}
+        feed("event", desc.compose_event(data=data, timestamps=dict.fromkeys(data, 0.0)))
+    feed("stop", bundle.compose_stop())
+    return bundle.start_doc["uid"]
+
+
+def test_stream_resources_and_datums_are_frames_not_raw_documents() -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # starlette's notice about its httpx-based test client
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from runstream.consumers.web.app import create_app
+    from runstream.consumers.web.settings import WebSettings
+
+    store, router, _ = _store()
+    uid = _detector_run(router, 4)
+    summary = store.summaries()[0]
+    assert summary["frames"] == {"primary": {"bdet": 4, "bdet-sum": 4}}
+    assert (summary["resources"], summary["other_documents"]) == (2, 0)
+    client = TestClient(create_app(store, WebSettings()))
+    detail = client.get(f"/api/runs/{uid}").json()
+    assert detail["other"] == []
+    lines = [(r["data_key"], r["file"], r["dataset"], r["shape"], r["frames"])
+             for r in detail["resources"]]  # fmt: skip
+    assert lines == [("bdet", "a.h5", "/entry/data/data", [1, 4, 5], 4),
+                     ("bdet-sum", "a.h5", "/entry/sum", [1], 4)]  # fmt: skip
+    frames = detail["streams"][0]["frames"]
+    assert frames["bdet"] == {"kind": "image", "shape": [1, 4, 5], "count": 4}
+    assert frames["bdet-sum"]["kind"] == "scalar"
+    rows = client.get(f"/api/runs/{uid}/streams/primary/rows").json()["rows"]
+    assert [r["cells"]["bdet"] for r in rows] == [f"frame {i}" for i in range(4)]
+    assert [r["cells"]["bdet-sum"] for r in rows] == [f"frame {i}" for i in range(4)]
+    plot = client.get(f"/api/runs/{uid}/streams/primary/plot").json()
+    assert plot["spectra"] == {"spec": [float(3 + k) for k in range(8)]}  # the latest
+    # no Tiled configured: the frame is refused with why; unknown frames are 404s
+    no_tiled = client.get(f"/api/runs/{uid}/streams/primary/frames/bdet")
+    assert no_tiled.status_code == 503 and "no Tiled is configured" in no_tiled.json()["detail"]
+    assert client.get(f"/api/runs/{uid}/streams/primary/frames/bdet?index=4").status_code == 404
+    assert client.get(f"/api/runs/{uid}/streams/primary/frames/x").status_code == 404
+    scalar = client.get(f"/api/runs/{uid}/streams/primary/frames/bdet-sum")
+    assert scalar.status_code == 404 and "one value per event" in scalar.json()["detail"]
+
+
+def test_a_frame_is_sliced_to_its_first_image_and_rows_map_to_frames() -> None:
+    from runstream.consumers.web.frames import KeyFrames, frame_kind, frame_slice
+
+    assert frame_slice(7, [240, 320]) == "7"
+    assert frame_slice(7, [1, 240, 320]) == "7,0"  # a stack: its first image
+    assert frame_slice(7, [3, 2, 240, 320]) == "7,0,0"
+    assert frame_slice(2, [100]) == "2" and frame_kind([100]) == "spectrum"
+    assert frame_kind([1]) == frame_kind([]) == "scalar"
+    frames = KeyFrames()
+    frames.add(1, 3, 2)  # two events, one frame each
+    frames.add(3, 4, 1)
+    frames.add(4, 5, 3)  # one event, three frames: the event's first
+    assert [frames.frame_of(s) for s in (1, 2, 3, 4, 5)] == [0, 1, 2, 3, None]
+    assert frames.count == 6

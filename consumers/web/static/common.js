@@ -45,6 +45,14 @@ export function clock(t) {
     "." + Math.floor((t % 1) * 10);
 }
 
+// A start time as a day's work reads it: "2026-12-06 14:07:34", in the browser's time zone.
+export function dateTime(t) {
+  const d = new Date(t * 1000);
+  const pad = (n) => String(n).padStart(2, "0");
+  return d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
+    pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+}
+
 // "primary 7, baseline 2": events per stream of a run's summary.
 export function streamCounts(summary) {
   const parts = Object.entries(summary.streams).map(([name, n]) => name + " " + n);

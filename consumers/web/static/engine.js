@@ -3,6 +3,7 @@
 // The token lives only in this tab's sessionStorage and goes out in the Authorization header.
 import { el, json } from "./common.js";
 import { readEvents } from "./eventstream.js";
+import { deviceList } from "./devices.js";
 
 const KEY = "runstream.engine.token";
 const RETRY_MS = [1000, 2000, 5000, 10000]; // waits before reconnecting, then the last again
@@ -31,6 +32,8 @@ function say(text, error) {
   message.textContent = text;
   message.className = error ? "error" : "ok";
 }
+
+const devices = deviceList(engine, say);
 
 function showToken() {
   tokenState.textContent = sessionStorage.getItem(KEY) ? "token set for this tab" : "no token";
@@ -82,8 +85,13 @@ async function refresh() {
 }
 
 function onEvent(name, data) {
-  if (name === "status") showStatus(data); // the first event: the engine's state now
-  else if (name === "engine") showState(data.state); // the RunEngine's state changed
+  if (name === "status") { // the first event: the engine's state now, its devices read again
+    showStatus(data);
+    devices.load();
+  } else if (name === "device" || name === "devices") { // a device's state changed
+    if (data && data.name && data.connected !== undefined) devices.show(data); else devices.load();
+    return;
+  } else if (name === "engine") showState(data.state); // the RunEngine's state changed
   else if (name !== "task" && name !== "queue" && name !== "control") return; // runs: the list
   refresh();
 }

@@ -6,7 +6,7 @@ const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"
 // viridis, 5 stops
 const MAP = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
 
-function color(v) {
+export function color(v) {
   const x = Math.min(1, Math.max(0, v)) * (MAP.length - 1);
   const i = Math.min(MAP.length - 2, Math.floor(x));
   const f = x - i;
@@ -54,10 +54,27 @@ export class StreamPlot {
     this.chart = null;
     this.fields = null;
     this.canvas = null;
+    this.spectra = new Map(); // field -> uPlot of its latest 1-D value
+  }
+
+  // Each 1-D array field's latest value as a line over its index.
+  drawSpectra(spectra) {
+    for (const [field, values] of Object.entries(spectra || {})) {
+      const data = [values.map((_, i) => i), values];
+      const chart = this.spectra.get(field);
+      if (chart) { chart.setData(data); continue; }
+      const host = el("div", { class: "spectrum", "data-field": field });
+      this.host.querySelector(".plot-area").append(host);
+      this.spectra.set(field, new uPlot({ width: 420, height: 220, scales: { x: { time: false } },
+        axes: [{ label: field + " index" }, {}],
+        series: [{ label: "index" }, { label: field + " (latest)", stroke: COLORS[1], width: 1.5 }] },
+      data, host));
+    }
   }
 
   draw(data) {
     const caption = this.host.querySelector(".plot-caption");
+    this.drawSpectra(data.spectra);
     if (data.kind === "image" || data.kind === "grid") {
       const picture = data.kind === "image" ? data.frame : data.grid;
       if (picture) {

@@ -1,5 +1,6 @@
 // A run's page: its header, a live table and plot per stream, other documents as raw JSON.
 import { clock, el, elapsed, json, listen, streamCounts } from "./common.js";
+import { FrameView } from "./frames.js";
 import { StreamPlot } from "./plots.js";
 
 const PAGE = 1000;
@@ -44,13 +45,28 @@ function addStream(info) {
   const section = el("section", { class: "stream", "data-stream": info.name },
     el("h3", null, "stream " + info.name),
     el("div", { class: "plot" }, el("div", { class: "plot-area" }), el("p", { class: "plot-caption muted" })),
-    pager, el("div", { class: "table-wrap" }, table));
+    el("div", { class: "frames" }), pager, el("div", { class: "table-wrap" }, table));
   streamsHost.append(section);
   const state = { info, section, table, tbody: table.tBodies[0], pager, page: 0, follow: true,
     shown: 0, count: 0, busy: false, again: false, plot: new StreamPlot(section.querySelector(".plot")),
-    plotAt: 0, plotBusy: false, plotTimer: null };
+    plotAt: 0, plotBusy: false, plotTimer: null, frames: new Map(), frameKeys: new Set() };
   streams.set(info.name, state);
   return state;
+}
+
+// Each key whose values are in files: a frame view, brought up to its count of frames.
+function syncFrames(state, keys) {
+  for (const [key, info] of Object.entries(keys || {})) {
+    state.frameKeys.add(key);
+    if (info.kind !== "image" && info.kind !== "spectrum") continue;
+    let view = state.frames.get(key);
+    if (!view) {
+      view = new FrameView(base, state.info.name, key, info);
+      state.frames.set(key, view);
+      state.section.querySelector(".frames").append(view.node);
+    }
+    view.update(info.count);
+  }
 }
 
 function pages(state) { return Math.max(1, Math.ceil(state.count / PAGE)); }
@@ -134,6 +150,15 @@ function schedulePlot(state) {
   }, wait);
 }
 
+function showResources(detail) {
+  const host = document.getElementById("resources");
+  host.hidden = detail.resources.length === 0;
+  host.querySelector("ul").replaceChildren(...detail.resources.map((r) => el("li",
+    { class: "resource", "data-key": r.data_key }, el("strong", null, r.data_key), " · ",
+    el("code", { title: r.uri }, r.file), " · ", r.dataset || "—", " · shape ",
+    r.shape ? r.shape.join("×") : "?", " · " + r.frames + " frames")));
+}
+
 function showOther(detail) {
   const host = document.getElementById("other-documents");
   document.getElementById("other").hidden = detail.other.length === 0;
@@ -157,9 +182,11 @@ async function load() {
     if (!state) state = addStream(info);
     else if (info.keys.length !== state.info.keys.length) { state.info = info; }
     state.count = Math.max(state.count, info.events);
+    syncFrames(state, info.frames);
     syncTable(state);
     schedulePlot(state);
   }
+  showResources(detail);
   showOther(detail);
   loaded = true;
   return detail;
@@ -173,8 +200,11 @@ function reload() {
 function changed(s) {
   const before = summary;
   summary = s;
-  const grew = !before || before.other_documents !== s.other_documents || before.status !== s.status;
-  if ([...Object.keys(s.streams)].some((name) => !streams.has(name)) || grew) { reload(); return; }
+  const grew = !before || before.other_documents !== s.other_documents || before.status !== s.status ||
+    before.resources !== s.resources;
+  const newKeys = Object.entries(s.frames || {}).some(([name, keys]) =>
+    !streams.has(name) || Object.keys(keys).some((k) => !streams.get(name).frameKeys.has(k)));
+  if ([...Object.keys(s.streams)].some((name) => !streams.has(name)) || grew || newKeys) { reload(); return; }
   document.getElementById("run-status").textContent = s.status;
   document.getElementById("run-status").className = "status status-" + s.status;
   for (const [name, count] of Object.entries(s.streams)) {
@@ -184,6 +214,9 @@ function changed(s) {
       syncTable(state);
       schedulePlot(state);
     }
+  }
+  for (const [name, keys] of Object.entries(s.frames || {})) {
+    for (const [key, count] of Object.entries(keys)) streams.get(name).frames.get(key)?.update(count);
   }
 }
 
