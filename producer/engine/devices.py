@@ -143,6 +143,17 @@ class Devices(Mapping[str, Any]):
                     return entry, found
         raise UnknownDeviceError(f"unknown device {name!r}")
 
+    def lost(self, names: Iterable[str], reason: str) -> None:
+        """Devices that stopped answering mid-plan: not connected until connected again."""
+        for name in names:
+            try:
+                entry, _ = self._find(name)
+            except UnknownDeviceError:
+                continue
+            if entry.asynchronous and entry.error is None:
+                entry.error = f"stopped answering: {reason}"
+                log.warning("device %s stopped answering: %s", entry.name, reason)
+
     def connect_all(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         """Connect every ophyd-async device at once in ``loop``; failures are kept, not raised."""
         entries = [e for e in self.entries.values() if e.asynchronous]
@@ -156,8 +167,8 @@ class Devices(Mapping[str, Any]):
     def connect(self, name: str, loop: asyncio.AbstractEventLoop, timeout: float) -> DeviceEntry:
         """Try one device again (e.g. after its IOC restarted) and answer its state."""
         entry = self.entry(name)
-        if entry.asynchronous:
-            _connect([entry], loop, timeout)
+        if entry.asynchronous:  # afresh: a device that once connected would answer at once
+            _connect([entry], loop, timeout, force=True)
         elif hasattr(entry.device, "wait_for_connection"):
             try:
                 entry.device.wait_for_connection(timeout=timeout)
@@ -192,12 +203,16 @@ def _named_child(device: Any, name: str) -> Any:
     return None
 
 
-def _connect(entries: list[DeviceEntry], loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+def _connect(
+    entries: list[DeviceEntry], loop: asyncio.AbstractEventLoop, timeout: float, force: bool = False
+) -> None:
     """Connect ophyd-async devices concurrently in the RunEngine's loop; record each outcome."""
 
     async def attempt(entry: DeviceEntry) -> str | None:
         try:
-            await asyncio.wait_for(entry.device.connect(timeout=timeout), timeout + GRACE)
+            await asyncio.wait_for(
+                entry.device.connect(timeout=timeout, force_reconnect=force), timeout + GRACE
+            )
         except TimeoutError:
             return f"no connection within {timeout:g} s"
         except Exception as exc:

@@ -22,14 +22,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from bluesky import RunEngine
-from bluesky.preprocessors import plan_mutator
-from bluesky.utils import Msg, RunEngineInterrupted, single_gen
+from bluesky.utils import RunEngineInterrupted
 
 from runstream.schemas.errors import RunstreamError
 from runstream.schemas.service import CONTROLS, Control
 
 from .devices import DeviceEntry
 from .events import EventHub
+from .guards import DeviceTimeoutError, DeviceTimeouts, give_reason, rephrase_timeouts
 from .registry import PlanRegistry, RequestError
 from .store import PAUSED, QUEUED, RUNNING, TaskStore
 
@@ -67,12 +67,12 @@ class Engine:
         ready_checks: list[ReadyCheck] = (),  # type: ignore[assignment]
         events: EventHub | None = None,
         max_queue: int = 1000,
-        connect_timeout: float = 10.0,
+        timeouts: DeviceTimeouts = DeviceTimeouts(),  # noqa: B008 (frozen)
     ) -> None:
         self.store = store
         self.registry = registry
         self.events = events or EventHub()
-        self.max_queue, self.connect_timeout = max_queue, connect_timeout
+        self.max_queue, self.timeouts = max_queue, timeouts
         self._subscribers = list(subscribers)
         self._preprocessors = list(preprocessors)
         self._ready_checks = list(ready_checks)
@@ -95,7 +95,9 @@ class Engine:
     def _new_run_engine(self) -> RunEngine:
         RE = RunEngine({}, loop=self._loop, context_managers=[], call_returns_result=True)
         RE.preprocessors.extend(self._preprocessors)
-        RE.preprocessors.append(self._give_reason)
+        RE.preprocessors.append(give_reason(lambda: self._ended_by))
+        RE.preprocessors.append(rephrase_timeouts)  # the outermost
+        self.timeouts.guard(RE)  # a dead IOC fails the plan, naming the device
         RE.subscribe(self._on_document)
         for callback in self._subscribers:
             RE.subscribe(callback)
@@ -106,12 +108,12 @@ class Engine:
 
     def start(self) -> None:
         """Connect the devices (those that fail are kept with their error), then take tasks."""
-        self.registry.devices.connect_all(self._loop, self.connect_timeout)
+        self.registry.devices.connect_all(self._loop, self.timeouts.connect)
         self._thread.start()
 
     def connect_device(self, name: str) -> DeviceEntry:
         """Try one device again, e.g. after its IOC restarted (UnknownDeviceError if none)."""
-        return self.registry.devices.connect(name, self._loop, self.connect_timeout)
+        return self.registry.devices.connect(name, self._loop, self.timeouts.connect)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop taking tasks; a running plan is aborted so its runs are closed."""
@@ -126,13 +128,13 @@ class Engine:
 
     # -- requests ------------------------------------------------------------------
 
-    def submit(self, plan: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Check the request now (so a bad one never enters the queue) and queue it."""
+    def submit(self, plan: str, args: list[Any], kwargs: dict[str, Any], by: str = "") -> dict:
+        """Check the request now (a bad one never enters the queue) and queue it for ``by``."""
         generator = self.registry.build(plan, args, kwargs)
         generator.close()
         if len(self.store.queue_ids()) >= self.max_queue:
             raise ControlError(f"the queue is full ({self.max_queue} tasks)")
-        task = self.store.add(plan, args, kwargs)
+        task = self.store.add(plan, args, kwargs, by or None)
         log.info("task %s queued: %s", task["task_id"], plan)
         self.events.publish("task", task_id=task["task_id"], state=QUEUED, plan=plan)
         with self._cv:
@@ -284,7 +286,7 @@ class Engine:
         self.events.publish("task", task_id=task_id, state=RUNNING, plan=task["plan"])
         log.info("task %s started: %s", task_id, task["plan"])
         self.RE.md["task_id"] = task_id
-        self._drive(lambda: self.RE(plan))
+        self._drive(lambda: self.RE(plan, submitted_by=task["submitted_by"] or "unknown"))
 
     def _drive(self, call: Callable[[], Any]) -> None:
         """Run the RunEngine until the plan ends or pauses, and record which."""
@@ -297,6 +299,8 @@ class Engine:
         except (concurrent.futures.CancelledError, Exception) as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.warning("task %s failed: %s", task_id, error)
+            if isinstance(exc, DeviceTimeoutError):  # refused by name until connected again
+                self.registry.devices.lost(exc.devices, str(exc))
         if task_id is None:
             return
         if self.RE.state == "paused":
@@ -327,27 +331,6 @@ class Engine:
             self.RE = self._new_run_engine()
         log.info("task %s %s (%s)", task_id, state, exit_status)
         self.events.publish("task", task_id=task_id, state=state, exit_status=exit_status)
-
-    def _give_reason(self, plan: Any) -> Any:
-        """Put the operator's reason into ``close_run`` messages of an interrupted plan.
-
-        A plan closing its runs on the RunEngine's RequestAbort (thrown in when
-        a paused plan is aborted) closes them with an empty reason.
-        """
-
-        def fill(msg: Msg) -> tuple[Any, None]:
-            ended = self._ended_by
-            if (  # with no reason to give, nothing to fill: the message would match again
-                msg.command == "close_run"
-                and ended is not None
-                and ended[1]
-                and msg.kwargs.get("exit_status") in ("abort", "fail")
-                and not msg.kwargs.get("reason")
-            ):
-                return single_gen(msg._replace(kwargs={**msg.kwargs, "reason": ended[1]})), None
-            return None, None
-
-        return (yield from plan_mutator(plan, fill))
 
     # -- the RunEngine's callbacks ------------------------------------------------------
 

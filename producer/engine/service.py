@@ -21,7 +21,8 @@ from runstream.schemas import CommandError
 
 from .. import KafkaPublisher, OutboxError, PublisherConfigError, lineage
 from .app import create_app
-from .auth import TokenGuard
+from .auth import guard_for
+from .guards import DeviceTimeouts
 from .queue import Engine
 from .registry import PlanRegistry, RequestError
 from .settings import EngineSettings, EngineSettingsError
@@ -40,12 +41,12 @@ def run_service(host: str | None = None, port: int | None = None) -> int:
     return 0
 
 
-def _settings(host: str | None, port: int | None) -> tuple[EngineSettings, str]:
+def _settings(host: str | None, port: int | None) -> tuple[EngineSettings, str | None]:
     """The settings and the API token, with the command line's host and port over them."""
     given = {"engine_host": host, "engine_port": port}
     try:
         settings = EngineSettings(**{k: v for k, v in given.items() if v is not None})
-        token = settings.token()
+        token = settings.read_token()
     except (ValidationError, EngineSettingsError) as exc:
         raise CommandError(f"bad engine settings: {settings_problem(exc)}") from None
     if not _can_bind(settings.engine_host, settings.engine_port):
@@ -67,7 +68,7 @@ class EngineService:
     app: FastAPI
 
     @classmethod
-    def assemble(cls, settings: EngineSettings, token: str) -> EngineService:
+    def assemble(cls, settings: EngineSettings, token: str | None) -> EngineService:
         try:
             registry = PlanRegistry.default(
                 settings.plan_modules,
@@ -75,8 +76,9 @@ class EngineService:
                 settings.allowed_plans or None,
                 settings.files_dir,
             )
+            guard = guard_for(settings, token)
             publisher = KafkaPublisher.from_settings(settings.publisher)
-        except (RequestError, PublisherConfigError, OutboxError) as exc:
+        except (RequestError, PublisherConfigError, OutboxError, EngineSettingsError) as exc:
             raise CommandError(str(exc)) from None
         engine = Engine(
             TaskStore(settings.db_path),
@@ -85,11 +87,15 @@ class EngineService:
             preprocessors=[lineage],
             ready_checks=[lambda: _outbox_problem(publisher)],
             max_queue=settings.max_queue,
-            connect_timeout=settings.device_connect_timeout,
+            timeouts=DeviceTimeouts(
+                settings.device_connect_timeout,
+                settings.device_call_timeout,
+                settings.device_wait_timeout,
+            ),
         )
         app = create_app(
             engine,
-            TokenGuard(token, settings.open_reads),
+            guard,
             max_body_bytes=settings.max_body_bytes,
             metric_registries=[publisher.metrics.registry],
         )

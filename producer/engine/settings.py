@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from runstream.schemas.errors import RunstreamError
 
 from ..settings import PublisherSettings
+from .identity.settings import IdentitySettings
 
 DEFAULT_URL = "http://127.0.0.1:8600"
 #: The demo's plans (the seed's multi-run plans) and devices (`ophyd.sim`): served unless
@@ -82,6 +83,18 @@ class EngineSettings(TokenSettings):
         gt=0,
         description="Seconds each ophyd-async device has to connect at start or when retried.",
     )
+    device_call_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a device has to answer one call of a plan (read, locate, set, "
+        "trigger, stage...); past it the plan fails naming the device (e.g. its IOC died).",
+    )
+    device_wait_timeout: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a plan may wait for moves and acquisitions to finish before it "
+        "fails naming the devices; 0 for no bound (long exposures, slow motors).",
+    )
     max_body_bytes: int = Field(64 * 1024, ge=256)
     max_queue: int = Field(1000, ge=1)
     detector_files: Path | None = Field(
@@ -90,6 +103,7 @@ class EngineSettings(TokenSettings):
         "the Tiled server must be allowed to read it.",
     )
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
 
     @model_validator(mode="after")
     def _outbox_under_home(self) -> EngineSettings:
@@ -108,6 +122,10 @@ class EngineSettings(TokenSettings):
     @property
     def db_path(self) -> Path:
         return self.state_dir / "tasks.db"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.identity.api_keys_file or self.state_dir / "keys.db"
 
     def token(self) -> str:
         """The bearer token, from the variable or the file; the engine refuses to run without."""

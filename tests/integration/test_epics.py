@@ -49,10 +49,9 @@ def iocs(tmp_path_factory) -> Iterator[dict[str, Ioc]]:
     started = {"motors": Ioc("fake_motor_record", "M:", home),
                "beamline": Ioc("mini_beamline", "B:", home)}  # fmt: skip
     late = Ioc("fake_motor_record", "LATE:", home)  # started by the test that needs it
-    clients = client_env(*started.values(), late)
     try:
-        started["motors"].start("mtr1.RBV", clients)
-        started["beamline"].start("ph:det", clients)
+        started["motors"].start("mtr1.RBV")
+        started["beamline"].start("ph:det")
         yield {**started, "late": late}
     finally:
         for ioc in (*started.values(), late):
@@ -67,7 +66,8 @@ def engine(tmp_path: Path, kafka_bootstrap: str, new_topic, iocs) -> Iterator[En
     modules = [str(tmp_path / "epics_devices.py"), str(tmp_path / "blob_devices.py")]
     process.env.update(client_env(*iocs.values()), OPHYD_CONTROL_LAYER="caproto",
                        RUNSTREAM_DEVICE_MODULES=json.dumps(modules),
-                       RUNSTREAM_DEVICE_CONNECT_TIMEOUT="3")  # fmt: skip
+                       RUNSTREAM_DEVICE_CONNECT_TIMEOUT="3", RUNSTREAM_DEVICE_CALL_TIMEOUT="5",
+                       RUNSTREAM_DEVICE_WAIT_TIMEOUT="20")  # fmt: skip
     process.start()
     yield process
     process.stop()
@@ -132,7 +132,7 @@ def test_a_device_that_does_not_connect_is_refused_then_connects(engine, iocs) -
     assert refused.status_code == 422 and "device 'late' is not connected" in refused.text
     run(engine, "count", [["det"]], num=2)  # the others are served
 
-    iocs["late"].start("mtr1.RBV", client_env(*iocs.values()))
+    iocs["late"].start("mtr1.RBV")
 
     def connected() -> dict | None:
         reply = httpx.post(f"{engine.url}/devices/late/connect", headers=AUTH, timeout=30)
@@ -143,3 +143,40 @@ def test_a_device_that_does_not_connect_is_refused_then_connects(engine, iocs) -
     assert state["error"] is None
     task = run(engine, "scan", [["det"], "late", 0, 1], num=2)
     assert task["runs"][0]["exit_status"] == "success"
+
+
+def test_an_ioc_killed_mid_scan_fails_the_run_and_its_device_reconnects(engine, iocs) -> None:
+    task_of = lambda task_id: httpx.get(f"{engine.url}/tasks/{task_id}").json()  # noqa: E731
+    scan = submit(engine, "scan", [["det"], "motor", -1, 1], num=500)
+    behind = submit(engine, "count", [["det", "motor"]], num=2)
+    assert scan.status_code == behind.status_code == 201, (scan.text, behind.text)
+    scan_id, behind_id = scan.json()["task_id"], behind.json()["task_id"]
+    eventually(lambda: task_of(scan_id)["runs"], 60, "the scan's run to open")
+    iocs["motors"].kill()
+    try:  # nothing hangs: the engine's device timeouts end the plan
+        task = engine.wait(scan_id, ("completed", "failed"), timeout=90)
+    finally:
+        iocs["motors"].start("mtr1.RBV")
+    ended = task["runs"][0]
+    assert task["state"] == "failed" and ended["exit_status"] == "fail", task
+    # why, naming the device and the PV that did not answer
+    assert "'motor' timed out: no answer from ca://M:mtr1." in ended["reason"], ended
+    assert task_of(behind_id)["state"] == "queued"  # kept for the operator to go on
+    listed = {d["name"]: d for d in httpx.get(f"{engine.url}/devices").json()}
+    assert not listed["motor"]["connected"] and "stopped answering" in listed["motor"]["error"]
+    assert listed["det"]["connected"]  # its IOC lives on
+    refused = submit(engine, "count", [["motor"]])
+    assert refused.status_code == 422 and "device 'motor' is not connected" in refused.text
+
+    def reconnected() -> bool:
+        reply = httpx.post(f"{engine.url}/devices/motor/connect", headers=AUTH, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return reply.json()["connected"]
+
+    eventually(reconnected, 90, "the motor to connect again once its IOC is back")
+    started = httpx.post(f"{engine.url}/queue/start", headers=AUTH, timeout=30)
+    assert started.status_code == 200, started.text
+    went_on = engine.wait(behind_id, ("completed", "failed"), timeout=120)
+    assert went_on["state"] == "completed", went_on
+    again = run(engine, "scan", [["det"], "motor", 0, 0.2], num=2)
+    assert again["runs"][0]["exit_status"] == "success"

@@ -17,6 +17,7 @@ from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
 from runstream.producer.engine.auth import TokenGuard
 from runstream.producer.engine.devices import Devices, UnknownDeviceError
+from runstream.producer.engine.guards import DeviceTimeouts
 from runstream.producer.engine.settings import EngineSettings
 from tests.engine_tasks import wait_for_task
 
@@ -49,6 +50,31 @@ class Flaky(StandardReadable):
 
 flaky = Flaky()
 '''
+STUCK_MODULE = '''
+import asyncio
+from ophyd_async.core import AsyncStatus, StandardReadable, soft_signal_rw
+
+
+class Stuck(StandardReadable):
+    """Connected, then its IOC died: it answers no read and finishes no move."""
+
+    def __init__(self, name: str = "") -> None:
+        with self.add_children_as_readables():
+            self.value = soft_signal_rw(float, initial_value=1.0)
+        super().__init__(name=name)
+
+    async def read(self):
+        await asyncio.Event().wait()
+
+    @AsyncStatus.wrap
+    async def set(self, value: float) -> None:
+        await asyncio.Event().wait()
+
+
+stuck = Stuck()
+stalled = Stuck()  # a second dead device: once one fails a plan, it is refused by name
+gain = soft_signal_rw(float, initial_value=2.5)
+'''
 
 
 @pytest.fixture
@@ -61,7 +87,8 @@ def registry(tmp_path: Path) -> PlanRegistry:
 @pytest.fixture
 def service(tmp_path: Path, registry: PlanRegistry) -> Iterator[tuple[TestClient, list]]:
     docs: list = []
-    engine = Engine(TaskStore(tmp_path / "tasks.db"), registry, connect_timeout=2.0,
+    engine = Engine(TaskStore(tmp_path / "tasks.db"), registry,
+                    timeouts=DeviceTimeouts(connect=2.0),
                     subscribers=[lambda name, doc: docs.append((name, doc))])  # fmt: skip
     engine.start()
     app = create_app(engine, TokenGuard(TOKEN, open_reads=True))
@@ -145,6 +172,49 @@ def test_a_device_connects_on_request_once_reachable(service, registry) -> None:
     assert [doc["data"] for name, doc in docs if name == "event"] == [{"flaky-value": 7.0}]
     unknown = client.post("/devices/nope/connect", headers=AUTH)
     assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
+
+
+def test_a_device_that_stops_answering_fails_its_plan_and_names_it(tmp_path: Path) -> None:
+    (tmp_path / "stuck.py").write_text(STUCK_MODULE)
+    registry = PlanRegistry.default(plan_modules=[], device_modules=[str(tmp_path / "stuck.py")])
+    docs: list = []
+    engine = Engine(TaskStore(tmp_path / "tasks.db"), registry,
+                    timeouts=DeviceTimeouts(connect=2.0, call=0.5, wait=0.5),
+                    subscribers=[lambda name, doc: docs.append((name, doc))])  # fmt: skip
+    engine.start()
+    try:
+        with TestClient(create_app(engine, TokenGuard(TOKEN, open_reads=True))) as client:
+            read = run(client, {"plan": "count", "args": [["gain", "stuck"]]})
+            client.post("/queue/start", headers=AUTH)
+            moved = run(client, {"plan": "scan", "args": [[], "stalled", 0, 1], "kwargs": {"num": 2}})
+            client.post("/queue/start", headers=AUTH)
+            after = run(client, {"plan": "count", "args": [["gain"]]})
+            listed = {d["name"]: d for d in client.get("/devices").json()}
+            refused = client.post("/tasks", json={"plan": "count", "args": [["stuck"]]},
+                                  headers=AUTH)  # fmt: skip
+    finally:
+        engine.close()
+        engine.store.close()
+    assert read["state"] == "failed" and moved["state"] == "failed"
+    said = "read of 'stuck' timed out: no answer within 0.5 s"
+    assert said in read["reason"] and read["runs"][0]["exit_status"] == "fail"
+    assert said in read["runs"][0]["reason"]
+    said = "waiting for 'stalled' timed out: no answer within 0.5 s"
+    assert said in moved["reason"] and said in moved["runs"][0]["reason"]
+    assert after["state"] == "completed"  # nothing hangs: the engine goes on
+    assert not listed["stuck"]["connected"] and listed["gain"]["connected"]
+    assert not listed["stalled"]["connected"]
+    assert "stopped answering: read of 'stuck' timed out" in listed["stuck"]["error"]
+    assert refused.status_code == 422 and "device 'stuck' is not connected" in refused.text
+    stops = [doc["exit_status"] for name, doc in docs if name == "stop"]
+    assert stops == ["fail", "fail", "success"]
+
+
+def test_the_device_timeouts_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNSTREAM_DEVICE_CALL_TIMEOUT", "4")
+    monkeypatch.setenv("RUNSTREAM_DEVICE_WAIT_TIMEOUT", "0")
+    settings = EngineSettings()
+    assert (settings.device_call_timeout, settings.device_wait_timeout) == (4.0, 0.0)
 
 
 def test_the_connect_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
