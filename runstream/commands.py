@@ -44,4 +44,10 @@ def _engine(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_broker, _consume, _demo, _tiled, _engine]
+def _keys(sub: argparse._SubParsersAction) -> None:
+    from runstream.producer.engine.identity.cli import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_broker, _consume, _demo, _tiled, _engine, _keys]

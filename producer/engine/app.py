@@ -17,7 +17,8 @@ from prometheus_client.core import GaugeMetricFamily
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from .auth import TokenGuard
+from .auth import Guard
+from .identity.routes import add_identity_routes
 from .queue import ControlError, Engine
 from .registry import RequestError, UnknownPlanError
 from .routes import (
@@ -104,7 +105,7 @@ class EngineCollector:
 
 def create_app(
     engine: Engine,
-    guard: TokenGuard,
+    guard: Guard,
     *,
     max_body_bytes: int = 64 * 1024,
     metric_registries: list[CollectorRegistry] = (),  # type: ignore[assignment]
@@ -123,6 +124,7 @@ def create_app(
     add_task_routes(app, engine, guard)
     add_queue_routes(app, engine, guard)
     add_control_routes(app, engine, guard)
+    add_identity_routes(app, guard)
     return app
 
 

@@ -51,6 +51,7 @@ class Task(BaseModel):
     kwargs: dict[str, Any]
     state: TaskState
     submitted: float
+    submitted_by: str | None = Field(None, description="Who queued it (user, key or token)")
     started: float | None = None
     ended: float | None = None
     exit_status: str | None = None
@@ -108,8 +109,8 @@ def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 _MEANING = {
     400: "a body that cannot be read (not UTF-8 JSON)",
-    401: "no bearer token",
-    403: "wrong bearer token",
+    401: "no bearer credential, or one that does not authenticate",
+    403: "the caller's role does not allow this",
     404: "no such plan, task or device",
     409: "refused in the engine's present state",
     413: "request body too large",

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from fastapi import Body, Depends, FastAPI, HTTPException, status
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
 from runstream.schemas.service import Control, Health, health
 
-from .auth import TokenGuard
+from .auth import Guard, caller
 from .devices import DeviceEntry, UnknownDeviceError
 from .models import (
     ControlRequest,
@@ -36,7 +36,7 @@ WITH_BODY = answers(400, 401, 403, 413, 422)
 
 
 def add_health_routes(
-    app: FastAPI, engine: Engine, guard: TokenGuard, registries: Sequence[CollectorRegistry]
+    app: FastAPI, engine: Engine, guard: Guard, registries: Sequence[CollectorRegistry]
 ) -> None:
     """Liveness, readiness and the Prometheus figures."""
 
@@ -65,7 +65,7 @@ def add_health_routes(
         return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
 
-def add_catalog_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+def add_catalog_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     """The plans and devices the engine offers."""
     read = [Depends(guard.read)]
 
@@ -90,7 +90,7 @@ def add_catalog_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
         return [_described(entries[name]) for name in sorted(entries)]
 
     @app.post(
-        "/devices/{name}/connect", tags=["catalog"], dependencies=[Depends(guard.write)],
+        "/devices/{name}/connect", tags=["catalog"], dependencies=[Depends(guard.expert)],
         responses=answers(401, 403, 404, 422),
     )  # fmt: skip
     def connect(name: str) -> DeviceDescription:
@@ -117,20 +117,20 @@ def _described(entry: DeviceEntry) -> DeviceDescription:
     )
 
 
-def add_task_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+def add_task_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     """Submit, list, read and remove tasks."""
-    read, write = [Depends(guard.read)], [Depends(guard.write)]
+    read = [Depends(guard.read)]
 
     @app.post(
-        "/tasks", tags=["tasks"], dependencies=write, status_code=201,
+        "/tasks", tags=["tasks"], dependencies=[Depends(guard.user)], status_code=201,
         responses={**WITH_BODY, **answers(404, 409)},
     )  # fmt: skip
-    def submit(request: TaskRequest) -> Submitted:
-        """Queue a plan by name; the arguments are checked (422) before it is queued.
+    def submit(request: TaskRequest, http: Request) -> Submitted:
+        """Queue a plan by name (user); the arguments are checked (422) before it is queued.
 
         404: no plan of that name; 409: the queue is full.
         """
-        task = engine.submit(request.plan, request.args, request.kwargs)
+        task = engine.submit(request.plan, request.args, request.kwargs, caller(http).subject)
         return Submitted(task_id=task["task_id"], position=task.get("position", 0))
 
     @app.get("/tasks", tags=["tasks"], dependencies=read, responses=answers(401, 403, 422))
@@ -146,12 +146,17 @@ def add_task_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
     @app.delete(
         "/tasks/{task_id}",
         tags=["tasks"],
-        dependencies=write,
+        dependencies=[Depends(guard.user)],
         responses=answers(401, 403, 404, 409, 422),
     )
-    def remove(task_id: str) -> Task:
-        """Take a queued task off the queue (a running one is stopped by the controls)."""
+    def remove(task_id: str, request: Request) -> Task:
+        """Take a queued task off the queue: one's own (user), anyone's (expert).
+
+        A running one is stopped by the controls.
+        """
         found = _known_task(engine, task_id)
+        if found.get("submitted_by") != caller(request).subject:
+            guard.require(caller(request), "expert")
         if not engine.remove(task_id):
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"task {task_id} is {found['state']}, not queued"
@@ -166,7 +171,7 @@ def _known_task(engine: Engine, task_id: str) -> dict:
     return found
 
 
-def add_queue_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+def add_queue_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     """The queue, and whether tasks are taken from it."""
 
     @app.get("/queue", tags=["queue"], dependencies=[Depends(guard.read)], responses=GUARDED)
@@ -176,30 +181,33 @@ def add_queue_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
     @app.post(
         "/queue/{action}",
         tags=["queue"],
-        dependencies=[Depends(guard.write)],
+        dependencies=[Depends(guard.expert)],
         responses=answers(401, 403, 422),
     )
     def queue_control(action: Literal["start", "stop"]) -> EngineStatus:
-        """Start or stop taking tasks from the queue (a running task is not touched)."""
+        """Start or stop taking tasks from the queue (expert; a running task is not touched)."""
         engine.set_queue_running(action == "start")
         return EngineStatus(**engine.status())
 
 
-def add_control_routes(app: FastAPI, engine: Engine, guard: TokenGuard) -> None:
+def add_control_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     """The RunEngine's controls, its status and the live event stream."""
     read = [Depends(guard.read)]
 
     @app.post(
-        "/control/{action}", tags=["control"], dependencies=[Depends(guard.write)],
+        "/control/{action}", tags=["control"], dependencies=[Depends(guard.user)],
         responses={**WITH_BODY, **answers(409)},
     )  # fmt: skip
     def control(
-        action: Control, request: Annotated[ControlRequest | None, Body()] = None
+        action: Control, http: Request, request: Annotated[ControlRequest | None, Body()] = None
     ) -> EngineStatus:
-        """Pause (deferred or not), resume, stop, abort or halt, as the RunEngine allows.
+        """Pause (user; deferred or not), resume, stop, abort or halt (expert), as the
+        RunEngine allows.
 
         409: the RunEngine refuses that control in its present state.
         """
+        if action != "pause":
+            guard.require(caller(http), "expert")
         request = request or ControlRequest()
         return EngineStatus(**engine.control(action, request.reason, request.defer))
 

@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     ended REAL,
     exit_status TEXT,
     reason TEXT,
-    runs TEXT NOT NULL DEFAULT '[]'
+    runs TEXT NOT NULL DEFAULT '[]',
+    submitted_by TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -53,6 +54,9 @@ class TaskStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(tasks)")}
+            if "submitted_by" not in columns:  # a store from before identities
+                self._db.execute("ALTER TABLE tasks ADD COLUMN submitted_by TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -60,12 +64,23 @@ class TaskStore:
 
     # -- writes ------------------------------------------------------------------
 
-    def add(self, plan: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    def add(
+        self, plan: str, args: list[Any], kwargs: dict[str, Any], submitted_by: str | None = None
+    ) -> dict[str, Any]:
         task_id = uuid.uuid4().hex
         with self._lock:
             self._db.execute(
-                "INSERT INTO tasks (id, plan, args, kwargs, state, submitted) VALUES (?,?,?,?,?,?)",
-                (task_id, plan, json.dumps(args), json.dumps(kwargs), QUEUED, time.time()),
+                "INSERT INTO tasks (id, plan, args, kwargs, state, submitted, submitted_by) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    task_id,
+                    plan,
+                    json.dumps(args),
+                    json.dumps(kwargs),
+                    QUEUED,
+                    time.time(),
+                    submitted_by,
+                ),
             )
         return self.get(task_id)  # type: ignore[return-value]
 
@@ -177,4 +192,5 @@ def _task(row: sqlite3.Row) -> dict[str, Any]:
         "exit_status": row["exit_status"],
         "reason": row["reason"],
         "runs": json.loads(row["runs"]),
+        "submitted_by": row["submitted_by"],
     }
