@@ -186,7 +186,8 @@ def test_a_device_that_stops_answering_fails_its_plan_and_names_it(tmp_path: Pat
         with TestClient(create_app(engine, TokenGuard(TOKEN, open_reads=True))) as client:
             read = run(client, {"plan": "count", "args": [["gain", "stuck"]]})
             client.post("/queue/start", headers=AUTH)
-            moved = run(client, {"plan": "scan", "args": [[], "stalled", 0, 1], "kwargs": {"num": 2}})
+            move = {"plan": "scan", "args": [[], "stalled", 0, 1], "kwargs": {"num": 2}}
+            moved = run(client, move)
             client.post("/queue/start", headers=AUTH)
             after = run(client, {"plan": "count", "args": [["gain"]]})
             listed = {d["name"]: d for d in client.get("/devices").json()}
