@@ -1,7 +1,8 @@
 """The engine's HTTP API (FastAPI; the OpenAPI document is served at /openapi.json).
 
 The routes are in `routes`, their bodies in `models`; here the app is put together:
-the error answers, the body limit and the Prometheus figures read at scrape time.
+the error answers, the body limit, the audit trail of every change and the Prometheus
+figures read at scrape time.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from .auth import Guard
+from .identity.audit import AuditTrail
 from .identity.routes import add_identity_routes
 from .queue import ControlError, Engine
 from .registry import RequestError, UnknownPlanError
@@ -116,6 +118,7 @@ def create_app(
         version="1",
     )
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(AuditTrail, log=guard.audit)  # outermost: it sees the final answer
     _answer_errors(app)
     registry = CollectorRegistry()
     registry.register(EngineCollector(engine))
@@ -148,11 +151,16 @@ def _answer_errors(app: FastAPI) -> None:
 
 
 def _methods_of(request: Request) -> list[str]:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
+    """Every method the routes of this path serve (Starlette names only the first route's).
+
+    The path's own routes, those with the fewest parameters: at ``/tasks/batch``, ``POST``,
+    not also the methods of ``/tasks/{task_id}``, which would take it as a task id.
+    """
     probe = {**request.scope, "method": ""}
-    methods: set[str] = set()
+    methods: dict[int, set[str]] = {}
     for route in request.app.router.routes:
         match, _ = route.matches(probe)
         if match is not Match.NONE:
-            methods |= getattr(route, "methods", None) or set()
-    return sorted(methods)
+            found = methods.setdefault(getattr(route, "path", "").count("{"), set())
+            found |= getattr(route, "methods", None) or set()
+    return sorted(methods[min(methods)]) if methods else []

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .store import FINAL, PAUSED, QUEUED, RUNNING
 
 TaskState = Literal[QUEUED, RUNNING, PAUSED, *FINAL]  # type: ignore[valid-type]
+EndedState = Literal[*FINAL]  # type: ignore[valid-type]
+#: The largest page of GET /history.
+MAX_PAGE = 500
 
 
 class TaskRequest(BaseModel):
@@ -20,6 +23,65 @@ class TaskRequest(BaseModel):
     plan: str = Field(min_length=1, max_length=200, description="A name from GET /plans")
     args: list[Any] = Field(default_factory=list, max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class TaskUpdate(BaseModel):
+    """New values for a queued task: only the fields given change; checked as a submission."""
+
+    # A field left out is None; a null given is refused by the field's type.
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+    plan: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
+    args: list[Any] = Field(None, max_length=1000)  # type: ignore[assignment]
+    kwargs: dict[str, Any] = None  # type: ignore[assignment]
+
+    @model_validator(mode="after")
+    def _given(self) -> TaskUpdate:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of plan, args or kwargs")
+        return self
+
+
+class MoveRequest(BaseModel):
+    """Where to move a queued task: exactly one of before, after or position."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [{"required": ["before"]}, {"required": ["after"]}, {"required": ["position"]}]
+        },
+    )
+    task_id: str = Field(min_length=1, max_length=200, description="The queued task to move")
+    before: str = Field(None, description="Just before this queued task")  # type: ignore[assignment]
+    after: str = Field(None, description="Just after this queued task")  # type: ignore[assignment]
+    position: int = Field(  # type: ignore[assignment]
+        None, ge=0, description="To this place (0 is next; past the end: last)"
+    )
+
+    @field_validator("position", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        """A JSON number (2 or 2.0), not a string or a boolean that Python reads as one."""
+        if isinstance(value, bool | str):
+            raise ValueError(f"position must be a number, not {type(value).__name__}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_place(self) -> MoveRequest:
+        given = [n for n in ("before", "after", "position") if n in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of before (a task id), after (a task id) or position "
+                f"(a number), not {' and '.join(given) or 'none'}"
+            )
+        return self
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tasks: list[TaskRequest] = Field(
+        min_length=1, max_length=1000, description="Queued in this order, all or none"
+    )
 
 
 class ControlRequest(BaseModel):
@@ -31,6 +93,29 @@ class ControlRequest(BaseModel):
 class Submitted(BaseModel):
     task_id: str
     position: int = Field(description="Place in the queue, 0 is next")
+
+
+class Batched(BaseModel):
+    tasks: list[Submitted] = Field(description="The tasks queued, in the order given")
+
+
+class Validated(BaseModel):
+    valid: Literal[True] = Field(description="The request would be accepted; nothing queued")
+    plan: str
+
+
+class Cleared(BaseModel):
+    removed: int = Field(description="How many tasks were taken off the queue or forgotten")
+    task_ids: list[str] = Field(default_factory=list, description="The tasks taken off the queue")
+
+
+class Edit(BaseModel):
+    """One change to a queued task: who, when, and each changed field before and after."""
+
+    by: str | None
+    at: float
+    before: dict[str, Any]
+    after: dict[str, Any]
 
 
 class RunRecord(BaseModel):
@@ -58,6 +143,16 @@ class Task(BaseModel):
     reason: str | None = None
     runs: list[RunRecord]
     position: int | None = Field(None, description="Place in the queue while queued")
+    edits: list[Edit] = Field(default_factory=list, description="Changes made while queued")
+
+
+class History(BaseModel):
+    """A page of ended tasks, newest first."""
+
+    total: int = Field(description="Ended tasks matching the filters, on every page")
+    page: int
+    size: int
+    tasks: list[Task]
 
 
 class Queue(BaseModel):

@@ -273,16 +273,18 @@ class Engine:
         return bool(self.store.queue_ids())
 
     def _start(self, task_id: str) -> None:
-        task = self.store.get(task_id)
-        if task is None or task["state"] != QUEUED:
+        self._current, self._ended_by = task_id, None  # before the store shows it running
+        task = self.store.claim(task_id)  # queued -> running at once: no edit slips in between
+        if task is None:  # removed meanwhile
+            with self._cv:
+                self._current = None
+                self._cv.notify_all()
             return
         try:
             plan = self.registry.build(task["plan"], task["args"], task["kwargs"])
         except RequestError as exc:  # e.g. the configuration changed since it was queued
             self._finish(task_id, "failed", "fail", str(exc))
             return
-        self._current, self._ended_by = task_id, None
-        self.store.update(task_id, state=RUNNING, started=time.time())
         self.events.publish("task", task_id=task_id, state=RUNNING, plan=task["plan"])
         log.info("task %s started: %s", task_id, task["plan"])
         self.RE.md["task_id"] = task_id

@@ -10,13 +10,14 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, status
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CollectorRegistry, generate_latest
 
 from runstream.schemas.service import Control, Health, health
 
 from .auth import Guard, caller
 from .devices import DeviceEntry, UnknownDeviceError
+from .edit_routes import add_history_routes, add_queue_edit_routes
 from .models import (
     ControlRequest,
     DeviceDescription,
@@ -128,8 +129,10 @@ def add_task_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     def submit(request: TaskRequest, http: Request) -> Submitted:
         """Queue a plan by name (user); the arguments are checked (422) before it is queued.
 
-        404: no plan of that name; 409: the queue is full.
+        403: the permissions file keeps the caller's role from the plan or a device (the
+        answer names the rule); 404: no plan of that name; 409: the queue is full.
         """
+        guard.permit(caller(http), request.plan, request.args, request.kwargs, engine.registry)
         task = engine.submit(request.plan, request.args, request.kwargs, caller(http).subject)
         return Submitted(task_id=task["task_id"], position=task.get("position", 0))
 
@@ -172,11 +175,20 @@ def _known_task(engine: Engine, task_id: str) -> dict:
 
 
 def add_queue_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
-    """The queue, and whether tasks are taken from it."""
+    """The queue, whether tasks are taken from it, its edits, and the history."""
+    add_queue_edit_routes(app, engine, guard)  # first: /queue/{action} would take /queue/move
+    add_history_routes(app, engine, guard)
 
-    @app.get("/queue", tags=["queue"], dependencies=[Depends(guard.read)], responses=GUARDED)
-    def queue() -> Queue:
-        return Queue(running=engine.queue_running, tasks=[Task(**t) for t in engine.store.queue()])
+    @app.get(
+        "/queue", tags=["queue"], dependencies=[Depends(guard.read)], response_model=Queue,
+        responses=GUARDED,
+    )  # fmt: skip
+    def queue() -> Response:
+        """The queued tasks in order. Their rows are JSON in the store already and are
+        answered as they are: a queue of 1,000 tasks lists in milliseconds."""
+        running = "true" if engine.queue_running else "false"
+        body = f'{{"running": {running}, "tasks": {engine.store.queue_json()}}}'
+        return Response(body, media_type="application/json")
 
     @app.post(
         "/queue/{action}",

@@ -176,7 +176,7 @@ def test_token_body_limit_and_unknowns(service) -> None:
     assert unknown.status_code == 404 and "unknown plan" in unknown.text
     wrong_method = client.put("/tasks/nope", headers=AUTH)
     assert wrong_method.status_code == 405
-    assert wrong_method.headers["allow"] == "DELETE, GET"  # every route at the path, not one
+    assert wrong_method.headers["allow"] == "DELETE, GET, PATCH"  # every route at the path
     assert client.delete("/tasks/nope", headers=AUTH).status_code == 404
     assert client.post("/control/explode", headers=AUTH).status_code == 422
     assert client.post("/control/abort", headers=AUTH).status_code == 409  # idle
