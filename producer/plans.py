@@ -1,6 +1,6 @@
 """Demo plans and devices: the multi-run plans of Bluesky's tutorial (sequential,
-nested, recursive runs), a run whose suspender opens a run of its own, and
-`ophyd.sim`'s devices.
+nested, recursive runs), a run whose suspender opens a run of its own, `ophyd.sim`'s
+devices, and ophyd-async's simulated stage and blob detector (frames in HDF5 files).
 
 They are the first thing every part of runstream must carry: the tests and the demo
 run them, and the engine serves them when its plan and device modules name this
@@ -46,6 +46,24 @@ def sim_hw(files_dir: Path | None = None) -> SimpleNamespace:
 def make_devices(files_dir: Path | None = None) -> dict[str, Any]:
     """The engine's device-module hook: `ophyd.sim`'s objects by name (devices among them)."""
     return dict(vars(sim_hw(files_dir)))
+
+
+def sim_detectors(files_dir: Path) -> dict[str, Any]:
+    """ophyd-async's simulated stage and blob detector by name, unconnected (connect them in
+    the RunEngine's event loop before a plan uses them).
+
+    The detector writes its frames to HDF5 files under ``files_dir`` and says so with
+    ``stream_resource``/``stream_datum`` documents; its blob brightens as the stage nears
+    the origin. ophyd-async is imported here, when asked for, as ``ophyd.sim`` is above.
+    """
+    from ophyd_async.core import StaticPathProvider, UUIDFilenameProvider
+    from ophyd_async.sim import PatternGenerator, SimBlobDetector, SimStage
+
+    files_dir.mkdir(parents=True, exist_ok=True)
+    pattern = PatternGenerator()
+    files = StaticPathProvider(UUIDFilenameProvider(), files_dir)
+    return {"stage": SimStage(pattern, name="stage"),
+            "bdet": SimBlobDetector(files, pattern, name="bdet")}  # fmt: skip
 
 
 def sequential_runs(npts: int = 10, *, hw: Any = None) -> Plan:

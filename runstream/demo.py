@@ -3,7 +3,9 @@
 Brings up what is missing (the local broker and the local Tiled server),
 starts the web view first and prints its URL, then the table, plot and Tiled
 consumer services as processes of their own, runs the sequential, nested and
-recursive plans through a RunEngine publishing with `KafkaPublisher`, shows
+recursive plans through a RunEngine publishing with `KafkaPublisher`, then a
+detector scan (ophyd-async's simulated blob detector over its stage, frames in
+HDF5 files that the Tiled writer registers and the web view shows), shows
 the per-run tables as they arrive, lists the plot files and the Tiled catalog,
 and stops everything it started (with ``--keep``, the broker, Tiled and the web
 view stay up).
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 
 PLANS = ("sequential_runs", "nested_runs", "recursive_runs")
 DEMO_CATALOG = "raw"
+#: The detector scan's extent in the stage's x (its blob is brightest at 0).
+DETECTOR_SCAN = (-1.0, 1.0)
 
 
 @dataclass
@@ -77,12 +81,15 @@ class Demo:
     keep: bool
     npts: int
     out: Path = field(init=False)
+    files: Path = field(init=False)
     topic: str = field(init=False)
     started: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.out = self.settings.home / "demo" / stamp
+        # where the local Tiled server may read detector files from
+        self.files = self.settings.tiled_read_dirs[0] / "demo" / stamp
         self.topic = f"demo-{stamp}.bluesky.runengine.documents"
 
     # -- the local stack --------------------------------------------------------
@@ -190,12 +197,28 @@ class Demo:
             for name in PLANS:
                 progress(f"running {name}({self.npts}) ...")
                 uids += RE(SEED_PLANS[name](self.npts))
+            progress(f"running a detector scan ({self.npts} frames) ...")
+            uids += RE(self.detector_scan())
         finally:
             left = publisher.flush(30)
             publisher.close(10)
         if left:
             raise CommandError(f"{left} documents were not delivered to Kafka (kept in the outbox)")
         return list(uids)
+
+    def detector_scan(self) -> Any:
+        """ophyd-async's blob detector over its stage, connected in the RunEngine's event
+        loop (as the engine connects such devices); frames go to HDF5 under ``files``."""
+        from bluesky.plans import scan
+        from bluesky.run_engine import call_in_bluesky_event_loop
+
+        from runstream.producer.plans import sim_detectors
+
+        devices = sim_detectors(self.files)
+        for device in devices.values():
+            call_in_bluesky_event_loop(device.connect(timeout=30), timeout=60)
+        md = {"purpose": "detector frames"}
+        return scan([devices["bdet"]], devices["stage"].x, *DETECTOR_SCAN, self.npts, md=md)
 
     def wait_ready(self, services: list[Service], timeout: float) -> None:
         """Consumers first, so that the tables appear while the plans run."""
@@ -247,7 +270,10 @@ class Demo:
         progress(f"  tiled {url}/api/v1/search/{DEMO_CATALOG}: the same {len(uids)} runs, e.g.")
         progress(f"        from_uri('{url}', api_key=...)['{DEMO_CATALOG}']"
                  ".search(Key('start.run_key') == 'run_2')")  # fmt: skip
-        progress(f"  web   {web_url}: the runs as a tree, each with its table and plots")
+        for path in sorted(self.files.glob("*.h5")):
+            progress(f"  frames {path}: the detector scan's, registered in Tiled")
+        progress(f"  web   {web_url}: the runs as a tree, each with its table and plots, "
+                 "the detector's frames on its run's page")  # fmt: skip
         if self.keep:
             progress(f"        stays up (pid {web.proc.pid}; stop it with: kill {web.proc.pid})")
         else:  # the URLs above are down now; the files and the catalog stay
@@ -287,7 +313,8 @@ class Demo:
                 ),
             ]
             try:
-                self.wait_ready(services, timeout=60)
+                # a cold start of four Python processes on a busy machine can take minutes
+                self.wait_ready(services, timeout=180)
                 uids = self.run_plans(publisher)
                 publisher = None  # closed: let its Kafka client go before the broker does
                 self.wait_for_outputs(uids, services, catalog, timeout=90)
@@ -333,7 +360,8 @@ def _demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_local_command(
         sub, "demo",
-        "run the seed's sequential, nested and recursive plans through the local pipeline",
+        "run the seed's sequential, nested and recursive plans and a detector scan through "
+        "the local pipeline",
         __doc__,
     )  # fmt: skip
     p.add_argument("--keep", action="store_true",

@@ -2,7 +2,14 @@
 
 Clients (the engine) find them through `client_env`: no broadcast, the IOCs' ports named
 one by one, so several tests and IOCs share a machine. The tests wait for an IOC with
-`pv_value`, which asks that IOC's port directly.
+`pv_value`, which finds a PV as those clients do: a search sent to the IOC's UDP port,
+then a read over TCP on the port the IOC answers with.
+
+That port is not always the one asked for: a caproto IOC whose ``EPICS_CA_SERVER_PORT``
+is taken on TCP (by any process's connection, between `free_port` and the IOC's start or
+restart) listens on a random port instead and says so in its search replies. Reading the
+asked-for port directly then waited two minutes on an IOC that was up and serving, and
+failed the setup: likely in the full suite, where many processes open connections.
 """
 
 from __future__ import annotations
@@ -30,11 +37,17 @@ SERVER_ENV = {
 }
 
 
-class Ioc:
-    """One example IOC (``caproto.ioc_examples.<example>``) serving PVs under ``prefix``."""
+ROOT = Path(__file__).resolve().parents[1]
 
-    def __init__(self, example: str, prefix: str, home: Path, port: int | None = None) -> None:
-        self.example, self.prefix = example, prefix
+
+class Ioc:
+    """One example IOC (``caproto.ioc_examples.<example>``, or a module of ours named with its
+    dots, given ``args`` of its own) serving PVs under ``prefix``."""
+
+    def __init__(self, example: str, prefix: str, home: Path, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.example, self.prefix, self.args = example, prefix, args
+        self.module = example if "." in example else f"caproto.ioc_examples.{example}"
         self.port = port or free_port()
         self.log = home / f"ioc-{prefix.strip(':')}.log"
         self.proc: subprocess.Popen | None = None
@@ -44,9 +57,9 @@ class Ioc:
         after the prefix) answers; generous, as a loaded machine starts Python slowly."""
         env = {**os.environ, **SERVER_ENV, "EPICS_CA_SERVER_PORT": str(self.port)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"caproto.ioc_examples.{self.example}",
-             "--prefix", self.prefix, "--list-pvs", "--interfaces", "127.0.0.1"],
-            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", self.module, "--prefix", self.prefix, "--list-pvs",
+             "--interfaces", "127.0.0.1", *self.args],
+            env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT,
         )  # fmt: skip
         eventually(lambda: pv_value(self.prefix + answering_pv, self.port) is not None, 120,
                    lambda: f"{self.prefix}{answering_pv} to answer; the IOC's log:\n"
@@ -81,17 +94,39 @@ def client_env(*iocs: Ioc) -> dict[str, str]:
 
 
 def pv_value(pv: str, port: int, timeout: float = 2.0) -> Any:
-    """A PV's value as the IOC on ``127.0.0.1:port`` serves it; None while it does not answer.
+    """A PV's value as the IOC searched on ``127.0.0.1:port`` serves it; None while it does
+    not answer.
 
-    caproto's sans-I/O client over one TCP connection straight to that IOC: no search, no
-    subprocess, nothing from the environment, so a loaded machine only makes it slower.
+    caproto's sans-I/O client, as a Channel Access client finds a PV: no subprocess and
+    nothing from the environment, so a loaded machine only makes it slower.
     """
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout) as sock:
+        served_on = _search(pv, port, timeout)
+        if served_on is None:
+            return None
+        with socket.create_connection(("127.0.0.1", served_on), timeout) as sock:
             sock.settimeout(timeout)
-            return _read(sock, ca.VirtualCircuit(ca.CLIENT, ("127.0.0.1", port), 0), pv, timeout)
+            circuit = ca.VirtualCircuit(ca.CLIENT, ("127.0.0.1", served_on), 0)
+            return _read(sock, circuit, pv, timeout)
     except OSError:  # refused (not listening yet), reset, or silent past the timeout
         return None
+
+
+def _search(pv: str, port: int, timeout: float) -> int | None:
+    """The TCP port of the IOC that answers a search for ``pv`` on UDP ``127.0.0.1:port``."""
+    broadcaster = ca.Broadcaster(ca.CLIENT)
+    search = broadcaster.send(ca.VersionRequest(0, ca.DEFAULT_PROTOCOL_VERSION),
+                              ca.SearchRequest(pv, 1, ca.DEFAULT_PROTOCOL_VERSION))  # fmt: skip
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(timeout)
+        udp.sendto(search, ("127.0.0.1", port))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            received, address = udp.recvfrom(ca.MAX_UDP_RECV)
+            for command in broadcaster.recv(received, address):
+                if isinstance(command, ca.SearchResponse) and command.cid == 1:
+                    return command.port
+    return None
 
 
 def _read(sock: socket.socket, circuit: ca.VirtualCircuit, pv: str, timeout: float) -> Any:

@@ -32,6 +32,10 @@ CALLS = ("read", "locate", "stage", "unstage", "trigger", "set", "configure", "p
 #: Commands whose status a later ``wait`` waits for: the devices a stuck wait names.
 STARTS = ("set", "trigger", "kickoff", "complete", "prepare")
 
+#: Channel Access's "the channel is gone": epicscorelibs' Disconnected (a call on a
+#: disconnected channel) and aioca's CANothing with ECA_DISCONN (a put or a monitor cut off).
+DISCONNECTS = ("Disconnected", "CANothing")
+
 Command = Callable[[Msg], Awaitable[Any]]
 
 
@@ -77,19 +81,31 @@ def _listed(names: list[str]) -> str:
     return ", ".join(repr(name) for name in names) or "its devices"
 
 
-def _timeout_in(exc: BaseException) -> TimeoutError | None:
-    """The timeout behind a failure: the exception itself, or a failed status's."""
+def _unanswered(exc: BaseException | None) -> BaseException | None:
+    """What says a device stopped answering behind a failure (the exception itself, or a
+    failed status's): a timeout, or its channel's disconnect (an IOC killed answers with
+    one at once; it is matched by class name: the engine imports no control layer)."""
     if isinstance(exc, FailedStatus) and exc.args:
-        inner = getattr(exc.args[0], "exception", lambda: None)()
-        return inner if isinstance(inner, TimeoutError) else None
-    return exc if isinstance(exc, TimeoutError) else None
+        exc = getattr(exc.args[0], "exception", lambda: None)()
+    if isinstance(exc, TimeoutError):
+        return exc
+    if type(exc).__name__ in DISCONNECTS and not getattr(exc, "ok", False):
+        return exc  # aioca's CANothing is falsy: compared with None, never by truth
+    return None
 
 
-def _why(timeout: TimeoutError, bound: float) -> str:
-    """What a device said with its timeout (ophyd-async names the PV: ``ca://M:mtr1.RBV``);
-    the engine's own bound (asyncio's timeout says nothing) by its seconds."""
-    text = str(timeout).strip()
-    return f": no answer from {text}" if text else f": no answer within {bound:g} s"
+def _why(failure: BaseException, bound: float) -> str:
+    """What a device said with its timeout (ophyd-async names the PV: ``ca://M:mtr1.RBV``)
+    or its disconnect (``Channel M:mtr1.OFF disconnected``); the engine's own bound
+    (asyncio's timeout says nothing) by its seconds."""
+    text = str(failure).strip()
+    if not isinstance(failure, TimeoutError):
+        return f" lost its connection: {text}"
+    return (
+        f" timed out: no answer from {text}"
+        if text
+        else f" timed out: no answer within {bound:g} s"
+    )
 
 
 def _bounded(command: Command, timeout: float, started: dict[Any, list[str]]) -> Command:
@@ -100,8 +116,10 @@ def _bounded(command: Command, timeout: float, started: dict[Any, list[str]]) ->
         try:
             async with asyncio.timeout(timeout):  # inline: no task, so no change of timing
                 return await command(msg)
-        except TimeoutError as exc:
-            what = f"{msg.command} of {_listed(_subjects(msg))} timed out"
+        except Exception as exc:
+            if _unanswered(exc) is not exc:
+                raise
+            what = f"{msg.command} of {_listed(_subjects(msg))}"
             raise DeviceTimeoutError(what + _why(exc, timeout), _subjects(msg)) from exc
 
     return bounded
@@ -115,21 +133,24 @@ def _bounded_wait(command: Command, timeout: float, started: dict[Any, list[str]
             async with asyncio.timeout(timeout or None):
                 return await command(msg)
         except TimeoutError as exc:
-            what = f"waiting for {_listed(devices)} timed out"
+            what = f"waiting for {_listed(devices)}"
             raise DeviceTimeoutError(what + _why(exc, timeout), devices) from exc
 
     return bounded
 
 
 def _rephrased(failure: FailedStatus) -> Exception:
-    """A status that failed on a timeout (the RunEngine throws it into the plan as the
-    status's repr) as a `DeviceTimeoutError` naming its device and what did not answer."""
-    inner = _timeout_in(failure)
+    """A status that failed on a timeout or a disconnect (the RunEngine throws it into the
+    plan as the status's repr) as a `DeviceTimeoutError` naming its device and what did
+    not answer."""
+    inner = _unanswered(failure)
     status = failure.args[0] if failure.args else None
+    # ophyd's statuses keep their device; ophyd-async's only its name
     device = getattr(status, "device", None) or getattr(status, "obj", None)
-    if inner is None or device is None:
+    device = device if device is not None else getattr(status, "_name", None)
+    if inner is None or not device:
         return failure
-    error = DeviceTimeoutError(f"device {_name(device)!r} timed out{_why(inner, 0)}",
+    error = DeviceTimeoutError(f"device {_name(device)!r}{_why(inner, 0)}",
                                [_name(device)])  # fmt: skip
     error.__cause__ = failure
     return error

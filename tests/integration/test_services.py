@@ -9,15 +9,22 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import httpx
+import pytest
 from bluesky import RunEngine
 from bluesky.plans import count
 from PIL import Image
+from tiled.queries import Key
 
 from runstream.consumers.cellformat import cell
 from runstream.consumers.plot import RunPlot
+from runstream.consumers.tiled import connect_catalog
+from runstream.demo import DEMO_CATALOG
 from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import nested_runs, recursive_runs, sim_hw
+from runstream.settings import LocalSettings
+from runstream.tiledserver import LocalTiled
 from tests.integration.consumer_harness import ROOT, running, settings
 from tests.kafka_tools import free_port, unique_prefix
 from tests.table_text import table_rows
@@ -152,6 +159,7 @@ def test_a_fast_run_renders_a_bounded_number_of_times(kafka_bootstrap, new_topic
     assert done - published < 10  # finished promptly after the stop
 
 
+@pytest.mark.timeout(900)  # a broker, Tiled, four consumers and eight runs, on a busy machine
 def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {**os.environ, "RUNSTREAM_HOME": str(home), "RUNSTREAM_BROKER_PORT": str(free_port()),
@@ -162,19 +170,38 @@ def test_demo_completes_and_leaves_nothing_running(tmp_path: Path) -> None:
     env.pop("RUNSTREAM_TILED_API_KEY", None)
     demo = subprocess.run(
         [sys.executable, "-m", "runstream.cli", "demo", "--npts", "3"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stderr[-3000:]
-    assert "7 runs went through Kafka to per-run tables, plots and Tiled" in demo.stderr
+    assert "8 runs went through Kafka to per-run tables, plots and Tiled" in demo.stderr
     assert "run key run_2" in demo.stdout and "inside run" in demo.stdout
     progress = demo.stderr.splitlines()
     web = next(i for i, line in enumerate(progress) if "web view: http://127.0.0.1:" in line)
     assert web < next(i for i, line in enumerate(progress) if "running " in line)
     (out,) = (home / "demo").iterdir()
-    assert len(list((out / "tables").glob("*.txt"))) == 7
-    assert len(list((out / "plots").glob("*.png"))) == 7
+    assert len(list((out / "tables").glob("*.txt"))) == 8
+    assert len(list((out / "plots").glob("*.png"))) == 8
     leftovers = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     assert str(home) not in leftovers and out.name not in leftovers
     assert not (home / "kafka" / "broker.pid").exists()
     assert not (home / "tiled" / "server.json").exists()
     assert "servers the demo started are stopped" in progress[-1]  # its URLs say so
+    _frames_in_tiled(home, out.name)
+
+
+def _frames_in_tiled(home: Path, stamp: str) -> None:
+    """The demo's detector scan in its Tiled catalog (served again, as the demo says how):
+    an array of one frame per point, the pixels of the HDF5 file the detector wrote."""
+    (written,) = (home / "files" / "demo" / stamp).glob("*.h5")
+    tiled = LocalTiled(LocalSettings(home=home, tiled_port=free_port(), tiled_api_key=None))
+    url = tiled.up()
+    try:
+        found = connect_catalog(url, tiled.api_key(), DEMO_CATALOG).search(
+            Key("start.purpose") == "detector frames")  # fmt: skip
+        assert len(found) == 1
+        frames = found.values().first()["primary"]["bdet"]
+        assert frames.shape == (3, 1, 240, 320)  # --npts 3: one 240 x 320 frame a point
+        with h5py.File(written, "r") as f:
+            assert (frames.read()[:, 0] == f["/entry/data/data"][()]).all()
+    finally:
+        tiled.down()
