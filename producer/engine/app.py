@@ -11,7 +11,9 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
@@ -21,6 +23,7 @@ from starlette.routing import Match
 from .auth import Guard
 from .identity.audit import AuditTrail
 from .identity.routes import add_identity_routes
+from .models import as_json
 from .queue import ControlError, Engine
 from .registry import RequestError, UnknownPlanError
 from .routes import (
@@ -142,6 +145,11 @@ def _answer_errors(app: FastAPI) -> None:
     @app.exception_handler(ControlError)
     async def refused(_: Request, exc: ControlError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status.HTTP_409_CONFLICT)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # The answer echoes what was given, which may hold NaN (Python's JSON reads it)
+        return JSONResponse({"detail": as_json(jsonable_encoder(exc.errors()))}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

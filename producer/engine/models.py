@@ -18,11 +18,32 @@ EndedState = Literal[*FINAL]  # type: ignore[valid-type]
 MAX_PAGE = 500
 
 
+def as_json(value: Any) -> Any:
+    """``value`` with NaN and infinity, which Python's JSON parser reads but JSON lacks, as
+    their names."""
+    if isinstance(value, float) and value - value != 0:
+        return str(value)
+    if isinstance(value, list):
+        return [as_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_json(item) for key, item in value.items()}
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """Refuse NaN and infinity in a plan's arguments: a task holding one could not be listed."""
+    if as_json(value) != value:
+        raise ValueError("NaN and infinity are not JSON numbers and are not accepted")
+    return value
+
+
 class TaskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     plan: str = Field(min_length=1, max_length=200, description="A name from GET /plans")
     args: list[Any] = Field(default_factory=list, max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    _finite_arguments = field_validator("args", "kwargs")(_finite)
 
 
 class TaskUpdate(BaseModel):
@@ -34,6 +55,8 @@ class TaskUpdate(BaseModel):
     plan: str = Field(None, min_length=1, max_length=200)  # type: ignore[assignment]
     args: list[Any] = Field(None, max_length=1000)  # type: ignore[assignment]
     kwargs: dict[str, Any] = None  # type: ignore[assignment]
+
+    _finite_arguments = field_validator("args", "kwargs")(_finite)
 
     @model_validator(mode="after")
     def _given(self) -> TaskUpdate:

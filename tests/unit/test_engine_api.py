@@ -159,6 +159,17 @@ def test_bad_submissions_are_refused_and_queue_nothing(service, body, needle) ->
     assert engine.store.list() == []
 
 
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_in_arguments_are_refused(service, text: str) -> None:
+    client, engine, _ = service
+    body = '{"plan": "count", "args": [["det"]], "kwargs": {"delay": [0.1, TEXT]}}'
+    body = body.replace("TEXT", text)
+    headers = {**AUTH, "Content-Type": "application/json"}
+    reply = client.post("/tasks", content=body, headers=headers)
+    assert reply.status_code == 422 and "not JSON numbers" in reply.text, reply.text
+    assert engine.store.list() == []
+
+
 def test_token_body_limit_and_unknowns(service) -> None:
     client, engine, _ = service
     body = {"plan": "count", "args": [["det"]]}
