@@ -8,6 +8,15 @@ ecosystem's readers expect, without a second copy of that knowledge here. This
 module keeps the per-run bookkeeping and writes an array's accumulated changes
 (`write_external`); the writer decides when (one request per array per batch,
 not one per datum).
+
+Live reads: while a run goes, a detector's HDF5 file holds more frames than Tiled's
+node registers, and Tiled (0.2) reads an HDF5 array whole before fitting it to the
+node's shape; it can drop extra frames only when the file's rank is the node's. A
+detector's frame ``[1, 240, 320]`` per event makes the node ``[n, 1, 240, 320]`` over
+a file ``[N, 240, 320]``: no slice of it reads until the run's end (``Can not reshape``).
+So while the run is open, an HDF5 array's data source also carries ``slice`` (``:rows``,
+the file rows registered so far); the stop's write drops it again, and the catalog is
+then TiledWriter's (`live_slice`).
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
 from bluesky_tiled_plugins.writing.consolidators import (
     ConsolidatorBase,
+    HDF5Consolidator,
     Patch,
     consolidator_factory,
 )
@@ -43,6 +54,7 @@ class ExternalArray:
     node: Any = None
     data_source_id: int | None = None
     patches: list[Patch] = field(default_factory=list)
+    sliced: bool = False  # Tiled's data source carries the live `slice` (see `live_slice`)
 
     def take_patch(self) -> Patch | None:
         """The union of the pending patches, which are then no longer pending."""
@@ -105,12 +117,42 @@ class ExternalData:
         return array
 
 
-def write_external(run: RunTarget, parent: Container, array: ExternalArray) -> None:
-    """One request per array and batch: the node with its files, or the files added since."""
+def live_slice(consolidator: ConsolidatorBase, source: DataSource) -> str | None:
+    """``slice`` for an HDF5 array's data source while the run is open: the file rows its
+    node registers so far (``:rows``), so Tiled reads them while the detector writes more.
+
+    The file's rank is its chunks' (the stream resource's ``chunk_shape``, as a detector
+    gives it), else the node's; the node's leading axes beyond that rank count file rows
+    (``[n, 3, 240, 320]`` over a file of images: ``3 n`` rows). None where a slice is not
+    ours to add: other mimetypes, multipart files, a resource with its own slice.
+    """
+    if type(consolidator) is not HDF5Consolidator:
+        return None
+    parameters = source.parameters or {}
+    if "slice" in parameters or "squeeze" in parameters:
+        return None
+    shape = tuple(source.structure.shape)
+    rank = len(consolidator.chunk_shape) or len(shape)
+    if not shape or not 1 <= rank <= len(shape):
+        return None
+    return f":{prod(shape[: len(shape) - rank + 1])}"
+
+
+def write_external(run: RunTarget, parent: Container, array: ExternalArray,
+                   final: bool = False) -> None:  # fmt: skip
+    """One request per array and batch: the node with its files, or the files added since.
+
+    ``final`` (the run's stop): the data source as TiledWriter writes it, without the live
+    slice, also when no file was added since it was written with one.
+    """
     patch = array.take_patch()
-    if patch is None:
+    if patch is None and not (final and array.sliced):
         return
     source = array.consolidator.get_data_source()
+    cut = None if final else live_slice(array.consolidator, source)
+    if cut is not None:
+        source.parameters = {**source.parameters, "slice": cut}
+    array.sliced = cut is not None
     if array.node is None:
         array.node = run.call(
             lambda: parent.new(source.structure_family, [source], key=array.data_key,
@@ -127,8 +169,9 @@ def write_external(run: RunTarget, parent: Container, array: ExternalArray) -> N
     run.call(lambda: put_data_source(node, source, patch), f"extend external {array.data_key}")
 
 
-def put_data_source(node: BaseClient, source: DataSource, patch: Patch) -> None:
-    """Replace the node's data source (same id, the files so far), its array grown by ``patch``.
+def put_data_source(node: BaseClient, source: DataSource, patch: Patch | None) -> None:
+    """Replace the node's data source (same id, the files so far), its array grown by ``patch``
+    (None: the same shape, other parameters).
 
     What tiled's client (0.2.x) lacks: the server has ``PUT /data_source/{path}``
     with ``patch_shape``/``patch_offset``, the client no method for it. This is
@@ -137,7 +180,9 @@ def put_data_source(node: BaseClient, source: DataSource, patch: Patch) -> None:
     HTTP client (its authentication, its retries).
     """
     body = safe_json_dump({"data_source": source})
-    params = {"patch_shape": ",".join(map(str, patch.shape)),
-              "patch_offset": ",".join(map(str, patch.offset))}  # fmt: skip
+    params = {} if patch is None else {
+        "patch_shape": ",".join(map(str, patch.shape)),
+        "patch_offset": ",".join(map(str, patch.offset)),
+    }  # fmt: skip
     url = node.uri.replace("/metadata/", "/data_source/", 1)
     handle_error(node.context.http_client.put(url, content=body, params=params))

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import TypeVar
 
 import httpx
@@ -47,23 +47,24 @@ class WriterStoppingError(RunstreamError, RuntimeError):
     """The service is shutting down while Tiled is unreachable; the run will be replayed."""
 
 
-_stopping_events: weakref.WeakSet = weakref.WeakSet()
+#: The stopping event of the writer whose call is under way in this thread: a client's
+#: retry hook is global to the process, and must stop only that writer's retries.
+_calling: ContextVar[threading.Event | None] = ContextVar("runstream_tiled_call", default=None)
 _hook_lock = threading.Lock()
 
 
 def _stop_client_retries(details: stamina.instrumentation.RetryDetails) -> None:
-    """A stamina retry hook: no further try of tiled's client once the service stops."""
-    if any(event.is_set() for event in list(_stopping_events)):
+    """A stamina retry hook: no further try of tiled's client once its writer stops."""
+    stopping = _calling.get()
+    if stopping is not None and stopping.is_set():
         raise WriterStoppingError(f"not retrying {details.name}: shutting down")
 
 
-def _interrupt_client_retries(stopping: threading.Event) -> None:
+def _interrupt_client_retries() -> None:
     with _hook_lock:
-        if not _stopping_events:
-            hooks = stamina.instrumentation.get_on_retry_hooks()
-            if _stop_client_retries not in hooks:
-                stamina.instrumentation.set_on_retry_hooks([*hooks, _stop_client_retries])
-        _stopping_events.add(stopping)
+        hooks = stamina.instrumentation.get_on_retry_hooks()
+        if _stop_client_retries not in hooks:
+            stamina.instrumentation.set_on_retry_hooks([*hooks, _stop_client_retries])
 
 
 def _server_error(exc: BaseException) -> bool:
@@ -82,7 +83,7 @@ class TiledRetry:
 
     def __init__(self, stopping: threading.Event) -> None:
         self.stopping = stopping
-        _interrupt_client_retries(stopping)
+        _interrupt_client_retries()
 
     def __call__(self, call: Callable[[], T], what: str, run: str) -> T:
         def give_up(state: RetryCallState) -> bool:
@@ -107,7 +108,11 @@ class TiledRetry:
             before_sleep=waiting,
             reraise=True,
         )
-        result = retrying(call)
+        calling = _calling.set(self.stopping)
+        try:
+            result = retrying(call)
+        finally:
+            _calling.reset(calling)
         if retrying.statistics.get("attempt_number", 1) > 1:
             log.info("run %s: %s done after %d tries", run, what,
                      retrying.statistics["attempt_number"])  # fmt: skip

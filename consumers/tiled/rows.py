@@ -9,6 +9,8 @@ retried after a lost answer is not applied twice.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -36,14 +38,16 @@ def write_rows(run: RunTarget, stream: Stream) -> None:
     if not stream.pending:
         return
     rows, stream.rows = stream.rows, []
+    _set_aside_refused(run, stream, rows)
     arrays = {k: _array(run, stream, k, [row for row in rows if k in row])
-              for k in stream.array_keys}  # fmt: skip
+              for k in stream.array_keys if k not in stream.refused}  # fmt: skip
     for key, array in list(arrays.items()):
         if array is not None and 0 in array.shape:  # zarr cannot chunk it: TiledWriter's way
             _in_table(run, stream, key, array)
             del arrays[key]
     ragged = {k: ragged_rows(run, stream, k, [row for row in rows if k in row])
-              for k in stream.ragged_keys if any(k in row for row in rows)}  # fmt: skip
+              for k in stream.ragged_keys
+              if k not in stream.refused and any(k in row for row in rows)}  # fmt: skip
     for key in [*arrays, *ragged]:
         for row in rows:
             row.pop(key, None)
@@ -51,8 +55,7 @@ def write_rows(run: RunTarget, stream: Stream) -> None:
     try:
         _write(run, stream, table, arrays, ragged)
     except httpx.HTTPStatusError as exc:
-        seqs = f"seq_num {rows[0][layout.SEQ_NUM]}-{rows[-1][layout.SEQ_NUM]}"
-        run.record_error(f"stream {stream.name}: rows {seqs} refused by Tiled: {exc}")
+        run.record_error(f"stream {stream.name}: rows {_seqs(rows)} refused by Tiled: {exc}")
 
 
 def _table(run: RunTarget, stream: Stream, rows: list[dict[str, Any]]) -> pa.Table:
@@ -116,31 +119,78 @@ def _in_table(run: RunTarget, stream: Stream, key: str, array: np.ndarray) -> No
     run.notes.append(msg)
 
 
+def _set_aside_refused(run: RunTarget, stream: Stream, rows: list[dict[str, Any]]) -> None:
+    """Keys Tiled refused in an earlier batch, taken out of these rows with the reason."""
+    for key, why in stream.refused.items():
+        if any(key in row for row in rows):
+            for row in rows:
+                row.pop(key, None)
+            run.record_error(f"stream {stream.name}: {key} of {_seqs(rows)} set aside: {why}")
+
+
+def _seqs(rows: list[dict[str, Any]] | pa.Table) -> str:
+    if isinstance(rows, pa.Table):
+        seqs = rows[layout.SEQ_NUM]
+        return f"seq_num {seqs[0].as_py()}-{seqs[-1].as_py()}"
+    return f"seq_num {rows[0][layout.SEQ_NUM]}-{rows[-1][layout.SEQ_NUM]}"
+
+
 def _write(run: RunTarget, stream: Stream, table: pa.Table,
            arrays: dict[str, np.ndarray | None], ragged: dict[str, Any]) -> None:  # fmt: skip
+    """Each array node on its own: one Tiled refuses costs only its key (from then on, so
+    the rows stay aligned), never the batch's other keys or the table."""
     first = table[layout.SEQ_NUM][0].as_py()
     for key, array in arrays.items():
         if array is not None:
-            _write_array(run, stream, key, array)
+            _apart(run, stream, key, table, partial(_write_array, run, stream, key, array))
     for key, values in ragged.items():
-        write_ragged(run, stream, key, values)
+        _apart(run, stream, key, table, partial(write_ragged, run, stream, key, values))
     for key, part in table_parts(table):
         _append_part(run, stream, key, part, first)
     stream.rows_written += table.num_rows
 
 
+def _apart(run: RunTarget, stream: Stream, key: str, table: pa.Table,
+           write: Callable[[], None]) -> None:  # fmt: skip
+    try:
+        write()
+    except httpx.HTTPStatusError as exc:
+        _refuse(run, stream, key, table, f"Tiled refused it: {exc}")
+
+
+def _refuse(run: RunTarget, stream: Stream, key: str, table: pa.Table, why: str) -> None:
+    stream.refused[key] = why
+    run.record_error(f"stream {stream.name}: {key} of {_seqs(table)} set aside: {why}")
+
+
 def _append_part(run: RunTarget, stream: Stream, key: str, part: pa.Table, first: int) -> None:
     """One table of the stream (made at its first rows) gets the batch's columns it holds."""
     if key not in stream.tables:
-        metadata = {k: v for k, v in run.data_keys.items() if k in part.column_names}
-        stream.tables[key] = run.call(
-            lambda: stream.node.create_appendable_table(
-                schema=stream.schema if key == layout.TABLE else part.schema, key=key,
-                access_tags=run.access_tags, metadata=truncate_json_overflow(metadata)),
-            f"create table {key} of {stream.name}",
-        )  # fmt: skip
+        try:
+            _create_table(run, stream, key, part)
+        except httpx.HTTPStatusError as exc:  # e.g. list columns in SQLite-backed tables
+            nested = [f.name for f in part.schema if pa.types.is_nested(f.type)]
+            if not nested:
+                raise
+            for name in nested:
+                _refuse(run, stream, name, part, f"Tiled refused the table holding it: {exc}")
+            part = part.drop_columns(nested)
+            if stream.schema is not None:
+                stream.schema = pa.schema([f for f in stream.schema if f.name not in nested])
+            _create_table(run, stream, key, part)
     node = stream.tables[key]
     run.call(lambda: _append_once(stream, node, part, first), f"append to {stream.name}")
+
+
+def _create_table(run: RunTarget, stream: Stream, key: str, part: pa.Table) -> None:
+    metadata = {k: v for k, v in run.data_keys.items() if k in part.column_names}
+    schema = stream.schema if key == layout.TABLE else part.schema
+    stream.tables[key] = run.call(
+        lambda: stream.node.create_appendable_table(
+            schema=schema, key=key, access_tags=run.access_tags,
+            metadata=truncate_json_overflow(metadata)),
+        f"create table {key} of {stream.name}",
+    )  # fmt: skip
 
 
 def table_parts(table: pa.Table) -> list[tuple[str, pa.Table]]:

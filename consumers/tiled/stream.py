@@ -51,6 +51,7 @@ class Stream:
     dims: dict[int, str] = field(default_factory=dict)  # array dimension names by size
     config_updates: list[dict[str, Any]] = field(default_factory=list)
     rows_written: int = 0
+    refused: dict[str, str] = field(default_factory=dict)  # keys Tiled will not store: why
 
     @property
     def pending(self) -> int:

@@ -26,6 +26,7 @@ import copy
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -42,12 +43,14 @@ from tiled.client.container import Container
 from ..callback import RunCallback
 from ..protocols import Factory, per_run
 from . import layout
-from .external import ExternalData, write_external
+from .external import ExternalArray, ExternalData, write_external
 from .retry import TiledRetry, WriterStoppingError
 from .rows import write_rows
 from .run import RunTarget, run_specs
 from .stream import Stream, open_stream
 
+#: A flush's writes in flight at once, once its stream's nodes exist (`RunWriter._flush`).
+FLUSH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tiled-flush")
 #: What the normalizer or a consolidator raises on documents it cannot place.
 DOCUMENT_ERRORS = (KeyError, ValueError, TypeError, RuntimeError, NotImplementedError,
                    jsonschema.ValidationError)  # fmt: skip
@@ -89,16 +92,18 @@ class Passthrough:
             (self._external if "external" in spec else self._internal).add(key)
         self.keys = frozenset(self._internal - self._external - set(RESERVED_DATA_KEYS))
 
+    def unchanged(self, doc: Mapping[str, Any]) -> bool:
+        """Whether the normalizer would emit the event as it is, but for an empty ``filled``
+        that it drops and the writer never reads (so the writer takes it without a copy)."""
+        keys = self.keys
+        return (keys.issuperset(doc["data"]) and keys.issuperset(doc["timestamps"])
+                and not doc.get("filled"))  # fmt: skip
+
     def event(self, doc: Mapping[str, Any]) -> Mapping[str, Any] | None:
         """The event as the normalizer would emit it, when that is the event itself."""
-        keys = self.keys
-        if not (keys.issuperset(doc["data"]) and keys.issuperset(doc["timestamps"])):
+        if not self.unchanged(doc):
             return None
-        if "filled" not in doc:
-            return doc
-        if doc["filled"]:
-            return None
-        return {k: v for k, v in doc.items() if k != "filled"}
+        return doc if "filled" not in doc else {k: v for k, v in doc.items() if k != "filled"}
 
 
 class RunWriter(RunCallback):
@@ -148,11 +153,10 @@ class RunWriter(RunCallback):
                 self.stop(copy.deepcopy(dict(doc)))  # as emitted: the run still ends
 
     def _event(self, doc: Mapping[str, Any]) -> None:
-        same = self.passthrough.event(doc)
-        if same is None:
+        if not self.passthrough.unchanged(doc):
             self.normalizer("event", doc)
         elif not self.skip:
-            self.event(same)  # type: ignore[arg-type]  # read only, never changed
+            self.event(doc)  # type: ignore[arg-type]  # read only, never changed
 
     def _normalized(self, name: str, doc: dict[str, Any]) -> None:
         if not self.skip:  # event-model's dispatch; named, as super() costs per event
@@ -182,9 +186,10 @@ class RunWriter(RunCallback):
     def event(self, doc: dict[str, Any]) -> None:
         """An event with its internal data only (the normalizer passes datums on apart)."""
         stream = self.streams[doc["descriptor"]]
-        self._mark(stream)
+        if not stream.rows:  # else its clock runs already
+            self._mark(stream)
         stream.add_row(doc)
-        if stream.pending >= self.batch_rows:
+        if len(stream.rows) >= self.batch_rows:
             self._flush(stream)
 
     def stream_resource(self, doc: dict[str, Any]) -> None:
@@ -204,7 +209,7 @@ class RunWriter(RunCallback):
 
     def stop(self, doc: dict[str, Any]) -> None:
         notes = doc.pop("_run_normalizer_notes", [])
-        self._flush_all()
+        self._flush_all(final=True)
         self.run.close(doc, notes)
         self.run.close_streams(self._nodes())
 
@@ -224,18 +229,34 @@ class RunWriter(RunCallback):
 
     # -- writing ------------------------------------------------------------------
 
-    def _flush_all(self) -> None:
+    def _flush_all(self, final: bool = False) -> None:
         for stream in self.by_name.values():
-            self._flush(stream)
+            self._flush(stream, final)
 
-    def _flush(self, stream: Stream) -> None:
+    def _flush(self, stream: Stream, final: bool = False) -> None:
+        """The stream's waiting rows and external data; ``final`` at the stop (`external`: a
+        live run's HDF5 arrays carry a slice that the stop's write drops).
+
+        Once the nodes exist (made in TiledWriter's order), the rows and each array's new
+        files are written at once: a live run's frames are readable without waiting on the
+        table's append."""
+        arrays = self.external.of_stream(stream.name)
+        if (stream.tables or not stream.rows) and all(a.node is not None for a in arrays):
+            writes = [FLUSH_POOL.submit(self._external, stream, a, final) for a in arrays]
+            write_rows(self.run, stream)
+            for write in writes:
+                write.result()
+            return
         write_rows(self.run, stream)
-        for array in self.external.of_stream(stream.name):
-            try:
-                write_external(self.run, stream.node, array)
-            except httpx.HTTPStatusError as exc:
-                self.run.record_error(f"stream {stream.name}: external data {array.data_key} "
-                                      f"refused by Tiled: {exc}")  # fmt: skip
+        for array in arrays:
+            self._external(stream, array, final)
+
+    def _external(self, stream: Stream, array: ExternalArray, final: bool) -> None:
+        try:
+            write_external(self.run, stream.node, array, final)
+        except httpx.HTTPStatusError as exc:
+            self.run.record_error(f"stream {stream.name}: external data {array.data_key} "
+                                  f"refused by Tiled: {exc}")  # fmt: skip
 
     def _nodes(self) -> list[Any]:
         """Every node written, in TiledWriter's order of closing: internal arrays, tables,

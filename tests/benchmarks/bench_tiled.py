@@ -34,15 +34,12 @@ from ophyd.sim import det
 from tiled.client import from_uri
 
 from runstream.consumers import ConsumerSettings, Runtime
-from runstream.consumers.metrics import ConsumerMetrics
-from runstream.consumers.router import Router
 from runstream.consumers.tiled import connect_catalog, tiled_factory
 from runstream.kafka import KafkaSettings
 from runstream.producer import KafkaPublisher
-from runstream.settings import LocalSettings
-from runstream.tiledserver import LocalTiled
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
+from tests.benchmarks.tiled_replay import local_tiled, replay, service_router
 from tests.waiting import eventually
 
 
@@ -69,30 +66,6 @@ def renamed(docs: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
             doc["descriptor"] = desc
         out.append((name, doc))
     return out
-
-
-def replay(router, backlog) -> float:
-    began = time.perf_counter()
-    for run in backlog:
-        for name, doc in run:
-            router(name, doc)
-    return time.perf_counter() - began
-
-
-def service_router(factory):
-    """Our service's own router (`consumers.router`), fed as the runtime feeds it."""
-    router = Router([factory], ConsumerMetrics(), time.monotonic)
-    seqs: dict[str, int] = {}
-    starts: dict[str, str] = {}  # descriptor uid -> run uid
-
-    def route(name: str, doc: dict) -> None:
-        uid = doc["uid"] if name == "start" else doc.get("run_start") or starts[doc["descriptor"]]
-        if name == "descriptor":
-            starts[doc["uid"]] = uid
-        seq = seqs[uid] = seqs.get(uid, -1) + 1
-        router.route(0, uid, seq, name, doc)
-
-    return route
 
 
 def rows_visible(catalog, uid: str) -> int:
@@ -172,26 +145,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--live-events", type=int, default=500)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        server = LocalTiled(LocalSettings(home=Path(tmp), tiled_port=18765))
-        url = server.up()
-        key = server.api_key()
-        try:
-            template = record(args.events)
-            backlog = [renamed(template) for _ in range(args.runs)]
-            ours = connect_catalog(url, key, "ours")
-            ours_s = replay(service_router(tiled_factory(ours, batch_rows=10_000)), backlog)
-            connect_catalog(url, key, "reference")
-            reference = TiledWriter(from_uri(url, api_key=key)["reference"])
-            ref_s = replay(reference, [renamed(template) for _ in range(args.runs)])
-            connect_catalog(url, key, "live-ours")
-            connect_catalog(url, key, "live-reference")
-            live_ours = live("live-ours", url, key, args.live_events, "ours", args.bootstrap,
-                             Path(tmp))  # fmt: skip
-            live_ref = live("live-reference", url, key, args.live_events, "reference",
-                            args.bootstrap, Path(tmp))  # fmt: skip
-        finally:
-            server.down()
+    with tempfile.TemporaryDirectory() as tmp, local_tiled(Path(tmp)) as (url, key):
+        template = record(args.events)
+        backlog = [renamed(template) for _ in range(args.runs)]
+        ours = connect_catalog(url, key, "ours")
+        ours_s = replay(service_router(tiled_factory(ours, batch_rows=10_000)), backlog)
+        connect_catalog(url, key, "reference")
+        reference = TiledWriter(from_uri(url, api_key=key)["reference"])
+        ref_s = replay(reference, [renamed(template) for _ in range(args.runs)])
+        connect_catalog(url, key, "live-ours")
+        connect_catalog(url, key, "live-reference")
+        live_ours = live("live-ours", url, key, args.live_events, "ours", args.bootstrap,
+                         Path(tmp))  # fmt: skip
+        live_ref = live("live-reference", url, key, args.live_events, "reference",
+                        args.bootstrap, Path(tmp))  # fmt: skip
     events = args.runs * args.events
     print(json.dumps({
         "benchmark": "tiled_writer",

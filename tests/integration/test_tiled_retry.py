@@ -35,17 +35,34 @@ def test_an_outage_is_waited_out_until_shutdown_ends_the_wait() -> None:
     assert time.monotonic() - began < 5
 
 
+def _client_retrying(fail_first: int) -> int:
+    """A call as tiled's client makes it, under its own retries: its tries."""
+    tries = 0
+    for attempt in retry_context():
+        with attempt:
+            tries += 1
+            if tries <= fail_first:
+                _unreachable()
+    return tries
+
+
 def test_shutdown_interrupts_the_clients_own_retries() -> None:
     """Without the hook tiled's client would go on for up to 45 s."""
     stopping = threading.Event()
-    TiledRetry(stopping)  # installs the hook for the process
+    retry = TiledRetry(stopping)  # installs the hook for the process
     _stop_soon(stopping)
     began = time.monotonic()
     with pytest.raises(WriterStoppingError):
-        for attempt in retry_context():
-            with attempt:
-                _unreachable()
+        retry(lambda: _client_retrying(fail_first=1000), "read", "R")
     assert time.monotonic() - began < 10
+
+
+def test_a_stopped_writer_leaves_the_others_retries_alone() -> None:
+    """The hook is the process's; a writer stopped before must not cut another's tries."""
+    stopped = threading.Event()
+    TiledRetry(stopped)
+    stopped.set()
+    assert TiledRetry(threading.Event())(lambda: _client_retrying(2), "read", "R") == 3
 
 
 def test_a_refused_request_is_not_retried() -> None:

@@ -1,0 +1,64 @@
+"""What the Tiled writer benchmarks share: a local Tiled server for the run of a script, and
+recorded documents replayed into a writer as ``runstream consume tiled`` feeds it (Kafka
+left out), so that scalar and frame figures are taken the same way."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runstream.consumers.metrics import ConsumerMetrics
+from runstream.consumers.router import Router
+from runstream.settings import LocalSettings
+from runstream.tiledserver import LocalTiled
+from tests.kafka_tools import free_port
+
+Documents = list[tuple[str, dict]]
+
+
+@contextmanager
+def local_tiled(home: Path) -> Iterator[tuple[str, str]]:
+    """A local Tiled server under ``home`` (detector files readable in ``home/files``), on a
+    free port: its URL and API key, the server stopped on leaving."""
+    server = LocalTiled(LocalSettings(home=home, tiled_port=free_port()))
+    url = server.up()
+    try:
+        yield url, server.api_key()
+    finally:
+        server.down()
+
+
+class ServiceRouter:
+    """Our service's own router (`consumers.router`), fed as the runtime feeds it: each
+    document with its run's key and sequence number; `tick` as the runtime's loop ticks."""
+
+    def __init__(self, factory: Callable) -> None:
+        self.router = Router([factory], ConsumerMetrics(), time.monotonic)
+        self.seqs: dict[str, int] = {}
+        self.starts: dict[str, str] = {}  # descriptor uid -> run uid
+
+    def __call__(self, name: str, doc: dict) -> None:
+        starts = self.starts
+        uid = doc["uid"] if name == "start" else doc.get("run_start") or starts[doc["descriptor"]]
+        if name == "descriptor":
+            starts[doc["uid"]] = uid
+        seq = self.seqs[uid] = self.seqs.get(uid, -1) + 1
+        self.router.route(0, uid, seq, name, doc)
+
+    def tick(self) -> None:
+        self.router.tick()
+
+
+def service_router(factory: Callable) -> ServiceRouter:
+    return ServiceRouter(factory)
+
+
+def replay(router: Callable[[str, dict], None], backlog: Iterable[Documents]) -> float:
+    """Seconds to hand every document of every run to ``router``."""
+    began = time.perf_counter()
+    for run in backlog:
+        for name, doc in run:
+            router(name, doc)
+    return time.perf_counter() - began
