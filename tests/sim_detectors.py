@@ -2,12 +2,15 @@
 
 ``bdet`` follows ``stage`` (its frames' brightness depends on ``stage.x``); ``sdet`` takes a
 stack of three images per point (shape ``[3, 240, 320]``) when the engine runs with
-``OPHYD_ASYNC_PRESERVE_DETECTOR_STATE=YES``; ``spec`` reads a 1-D spectrum in the events.
+``OPHYD_ASYNC_PRESERVE_DETECTOR_STATE=YES``; ``spec`` reads a 1-D spectrum in the events;
+``gate`` holds a scan at its HOLD-th point until the test opens it (a file appears), so a test
+sees a run that is still going without timing it.
 Test code only: the demo and sim devices stay off production paths.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 from ophyd_async.core import (
     Array1D,
+    AsyncStatus,
     StandardDetector,
     StandardReadable,
     StaticPathProvider,
@@ -28,6 +32,9 @@ from ophyd_async.sim._blob_data_logic import BlobDataLogic
 from ophyd_async.sim._blob_trigger_logic import BlobTriggerLogic
 
 STACK = 3
+HOLD = 4  # the gate holds a scan at this point (the points before it are read)
+DOOR = "gate-open"  # the file (in the detectors' folder) that opens the gate
+POLL = 0.05  # seconds between the gate's looks for its door
 SPECTRUM = np.linspace(0.0, 1.0, 64) ** 2
 
 
@@ -73,6 +80,29 @@ class Spectrometer(StandardReadable):
         super().__init__(name=name)
 
 
+class Gate(StandardReadable):
+    """A detector whose HOLD-th trigger after its stage lasts until ``door`` exists."""
+
+    def __init__(self, door: Path, name: str = "") -> None:
+        self.door = door
+        self.points = 0
+        with self.add_children_as_readables():
+            self.passed = soft_signal_rw(int, 0)
+        super().__init__(name=name)
+
+    @AsyncStatus.wrap
+    async def stage(self) -> None:
+        self.points = 0
+        await super().stage()
+
+    @AsyncStatus.wrap
+    async def trigger(self) -> None:
+        self.points += 1
+        while self.points == HOLD and not self.door.exists():
+            await asyncio.sleep(POLL)
+        await self.passed.set(self.points)
+
+
 def make_devices(files_dir: Path) -> dict[str, Any]:
     files_dir.mkdir(parents=True, exist_ok=True)
     path = StaticPathProvider(UUIDFilenameProvider(), files_dir)
@@ -82,4 +112,5 @@ def make_devices(files_dir: Path) -> dict[str, Any]:
         "bdet": SimBlobDetector(path, pattern),
         "sdet": StackDetector(path),
         "spec": Spectrometer(),
+        "gate": Gate(files_dir / DOOR),
     }

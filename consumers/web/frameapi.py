@@ -5,11 +5,18 @@ array nodes ``<catalog>/<run>/<stream>/<key>``. Tiled serves a slice of such a n
 PNG itself (scaled between the slice's 1st and 99th percentiles); this route passes that
 PNG on, so the browser never holds a Tiled API key. The colour scale's numbers come from
 a coarse JSON slice of the same frame. A spectrum (1-D per event) comes as JSON values.
+
+While a run goes, Kafka's documents announce frames before the Tiled writer has
+registered them (it writes in batches), so the newest frame Tiled has is served, read
+from the node's shape: ``X-Frame-Index`` says which one, and the page asks again for
+the one it wanted. A page that names the frame it shows (``shown``) gets 204 while that
+one is still the newest Tiled has: no image read again while it waits.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import httpx
@@ -19,18 +26,21 @@ from fastapi.responses import JSONResponse, Response
 
 from .frames import IMAGE, SPECTRUM, frame_kind, frame_slice
 from .model import LiveRun, RunStore
-from .tiled_runs import TiledRuns
+from .tiled_runs import TiledAnswerError, TiledRuns, TiledUnreachableError
 
 log = logging.getLogger(__name__)
 
 PNG = "image/png"
 JSON = "application/json"
-NOT_YET = (404, 422)  # Tiled: no such node; a slice past the frames it has
+NOT_YET = (404, 422)  # Tiled: no such node yet; a frame its file does not show yet
 RANGE_SAMPLES = 100  # per side of the coarse slice the colour scale's numbers come from
 ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {"content": {PNG: {}, JSON: {}},
-          "description": "PNG for an image (headers X-Frame-Index, X-Frame-Count, X-Frame-Range "
-                         "'low high'), JSON values for a spectrum"},
+          "description": "PNG for an image, JSON values for a spectrum; headers X-Frame-Index "
+                         "(the frame served: the one asked for, or the newest Tiled has when "
+                         "it has not that one yet), X-Frame-Count (frames the run announced), "
+                         "X-Frame-Range 'low high' (an image's colour scale)"},
+    204: {"description": "the frame ``shown`` is still the newest Tiled has (X-Frame-Index)"},
     404: {"description": "unknown run, stream, key or frame; or the frame is not in Tiled yet"},
     502: {"description": "Tiled answered with an error"},
     503: {"description": "Tiled does not answer, or none is configured"},
@@ -60,30 +70,51 @@ class TiledFrames:
 
     def __init__(self, tiled: TiledRuns | None) -> None:
         self.tiled = tiled
+        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="frames")
 
-    def get(self, uid: str, stream: str, key: str, index: int, shape: list[int],
-            fmt: str, step: int = 1) -> Any:  # fmt: skip
-        """The frame's slice as ``fmt`` (bytes for PNG, parsed JSON for JSON)."""
+    def _tiled(self) -> TiledRuns:
         if self.tiled is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                                 "no Tiled is configured: frames written to files are not "
                                 "shown (set RUNSTREAM_TILED_URL)")  # fmt: skip
+        return self.tiled
+
+    def served(self, uid: str, stream: str, key: str, index: int) -> int:
+        """``index``, or the newest frame Tiled has when it has not that one yet (the writer
+        registers a live run's frames in batches); 404 while it has none."""
+        tiled = self._tiled()
+        try:
+            shape = tiled.array_shape(uid, stream, key)
+        except TiledUnreachableError as exc:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from None
+        except TiledAnswerError as exc:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
+        have = shape[0] if shape else 0
+        if have == 0:
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"no frame of {key!r} is in Tiled yet")  # fmt: skip
+        return min(index, have - 1)
+
+    def get(self, uid: str, stream: str, key: str, index: int, shape: list[int],
+            fmt: str, step: int = 1) -> Any:  # fmt: skip
+        """The frame's slice as ``fmt`` (bytes for PNG, parsed JSON for JSON)."""
+        tiled = self._tiled()
         where = frame_slice(index, shape) + (f",::{step},::{step}" if step > 1 else "")
         what = f"run {uid} frame {index} of {stream}/{key}"
-        path = "array/full/" + self.tiled._path(uid, stream, key)
+        path = "array/full/" + tiled.node_path(uid, stream, key)
         try:
-            found = self.tiled.client.get(path, params={"slice": where, "format": fmt})
+            found = tiled.client.get(path, params={"slice": where, "format": fmt})
         except httpx.TransportError as exc:
-            answer = f"Tiled at {self.tiled.url} does not answer: {exc}"
+            answer = f"Tiled at {tiled.url} does not answer: {exc}"
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, answer) from None
-        if found.status_code in NOT_YET:  # no node yet, or fewer frames than that
+        if found.status_code in NOT_YET:
             raise HTTPException(status.HTTP_404_NOT_FOUND,
                                 f"frame {index} of {key!r} is not in Tiled yet")  # fmt: skip
         if found.is_error:
-            log.warning("%s: Tiled at %s answered HTTP %s", what, self.tiled.url,
+            log.warning("%s: Tiled at %s answered HTTP %s", what, tiled.url,
                         found.status_code)  # fmt: skip
             raise HTTPException(status.HTTP_502_BAD_GATEWAY,
-                                f"Tiled at {self.tiled.url} answered HTTP {found.status_code} "
+                                f"Tiled at {tiled.url} answered HTTP {found.status_code} "
                                 f"for {what}")  # fmt: skip
         return found.content if fmt == PNG else found.json()
 
@@ -111,6 +142,7 @@ def routes(store: RunStore, tiled: TiledRuns | None) -> APIRouter:
         stream: str,
         key: str,
         index: Annotated[int | None, Query(ge=0, description="Frame (default: the latest)")] = None,
+        shown: Annotated[int | None, Query(ge=0, description="The frame the page shows")] = None,
     ) -> Response:
         """Frame ``index`` of ``key``: its first image for an image or a stack, as Tiled's PNG."""
         try:
@@ -119,17 +151,22 @@ def routes(store: RunStore, tiled: TiledRuns | None) -> APIRouter:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no run {uid!r} in the view (unknown or expired)"
             ) from None
+        kind = frame_kind(shape)
+        if kind not in (IMAGE, SPECTRUM):
+            raise HTTPException(status.HTTP_404_NOT_FOUND,
+                                f"{key!r} holds one value per event: no frame to draw")  # fmt: skip
+        wanted, chosen = chosen, frames.served(uid, stream, key, chosen)
         headers = {"X-Frame-Index": str(chosen), "X-Frame-Count": str(count),
                    "Cache-Control": "no-store"}  # fmt: skip
-        kind = frame_kind(shape)
+        if chosen != wanted and chosen == shown:  # Tiled has nothing newer than what is shown
+            return Response(status_code=status.HTTP_204_NO_CONTENT, headers=headers)
         if kind == SPECTRUM:
             values = frames.get(uid, stream, key, chosen, shape, JSON)
             return JSONResponse({"index": chosen, "count": count, "values": values}, 200, headers)
-        if kind != IMAGE:
-            raise HTTPException(status.HTTP_404_NOT_FOUND,
-                                f"{key!r} holds one value per event: no frame to draw")  # fmt: skip
+        # the picture and its colour scale's numbers: two reads of Tiled at once
+        scale = frames.pool.submit(frames.scale, uid, stream, key, chosen, shape)
         picture = frames.get(uid, stream, key, chosen, shape, PNG)
-        headers["X-Frame-Range"] = frames.scale(uid, stream, key, chosen, shape)
+        headers["X-Frame-Range"] = scale.result()
         return Response(picture, media_type=PNG, headers=headers)
 
     return router

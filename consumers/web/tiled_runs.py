@@ -153,7 +153,7 @@ class TiledRuns:
         return found
 
     def _search(self, params: dict[str, Any]) -> dict[str, Any]:
-        page = self._get(SEARCH, "search", self._path(), **params)
+        page = self._get(SEARCH, "search", self.node_path(), **params)
         if page is None:
             raise TiledAnswerError(f"Tiled at {self.url} has no catalog {self.catalog!r}")
         try:
@@ -179,9 +179,24 @@ class TiledRuns:
                             item.get("id"), type(exc).__name__, exc)  # fmt: skip
         return summaries
 
+    def array_shape(self, uid: str, *parts: str) -> list[int] | None:
+        """The shape of the array node ``<run>/<parts...>`` as Tiled has it now (a live
+        run's grows as the Tiled writer registers frames), None while there is no such node;
+        errors as `TiledRunError`s."""
+        found = self._get(f"run {uid}", "metadata", self.node_path(uid, *parts))
+        if found is None:
+            return None
+        try:
+            return [int(n) for n in found.json()["data"]["attributes"]["structure"]["shape"]]
+        except (KeyError, TypeError, ValueError):
+            raise TiledAnswerError(f"Tiled at {self.url} has {'/'.join(parts)} of run {uid}, "
+                                   "but not as an array") from None  # fmt: skip
+
     # -- HTTP -----------------------------------------------------------------
 
-    def _path(self, *parts: str) -> str:
+    def node_path(self, *parts: str) -> str:
+        """``<catalog>/<parts...>``, each part quoted: a node's path for Tiled's endpoints
+        (``metadata/``, ``array/full/``, ...) on `client`."""
         return "/".join(quote(p, safe="") for p in (self.catalog, *parts))
 
     def _get(self, what: str, endpoint: str, path: str, **params: Any) -> httpx.Response | None:
@@ -208,7 +223,7 @@ class TiledRuns:
         return response
 
     def _load(self, uid: str) -> LiveRun:
-        found = self._get(f"run {uid}", "metadata", self._path(uid))
+        found = self._get(f"run {uid}", "metadata", self.node_path(uid))
         if found is None:
             where = f"Tiled at {self.url} (catalog {self.catalog!r})"
             raise NotInTiledError(f"no run {uid!r} in {where}")
@@ -235,7 +250,7 @@ class TiledRuns:
         streams: list[tuple[str, dict[str, Any]]] = []
         offset = 0
         while True:
-            page = self._get(f"run {uid}", "search", self._path(uid),
+            page = self._get(f"run {uid}", "search", self.node_path(uid),
                              **{"page[offset]": offset, "page[limit]": SEARCH_PAGE})  # fmt: skip
             items = page.json()["data"] if page is not None else []
             for item in items:
@@ -249,7 +264,7 @@ class TiledRuns:
     def _stream(self, uid: str, start: Mapping[str, Any], name: str,
                 descriptor: dict[str, Any]) -> LiveStream:  # fmt: skip
         stream = LiveStream(start, descriptor)
-        found = self._get(f"run {uid}", "table/full", self._path(uid, name, layout.TABLE),
+        found = self._get(f"run {uid}", "table/full", self.node_path(uid, name, layout.TABLE),
                           format=ARROW)  # fmt: skip
         if found is None:  # a stream with no event yet has no table
             return stream

@@ -2,8 +2,10 @@
 Kafka, the Tiled writer and Tiled, to a real Chromium; pixels compared with the HDF5 files.
 
 One engine run serves every assertion (the suite's time is kept small): a scan of ``stage.x``
-with ``bdet`` (a frame per point), ``sdet`` (a stack of three per point) and ``spec`` (a
-1-D spectrum in the events), seen by a web view that reaches Tiled and by one that cannot.
+with ``bdet`` (a frame per point), ``sdet`` (a stack of three per point), ``spec`` (a 1-D
+spectrum in the events) and ``gate`` (which holds the scan at a point until the test lets it
+go on: what the page draws while the run goes is looked at then), seen by a web view that
+reaches Tiled and by one that cannot.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from runstream.consumers.tiled import connect_catalog
 from tests.integration.test_engine import AUTH, EngineProcess
 from tests.integration.test_tiled import _tiled_service
 from tests.kafka_tools import create_topic, free_port, unique_prefix
-from tests.sim_detectors import STACK
+from tests.sim_detectors import DOOR, HOLD, STACK
 from tests.waiting import eventually
 from tests.web_tools import chromium, web_process
 
@@ -47,6 +49,7 @@ class FrameRun:
     counted: list[dict]  # the frame counts the page followed while the run went
     page: Any  # the run page on ``web``, the run ended
     browser: Any
+    live: dict[str, Any]  # what the page drew while the gate held the run (`_drawn_live`)
 
 
 def _coloured(frame: np.ndarray) -> np.ndarray:
@@ -90,8 +93,9 @@ def frame_run(kafka_bootstrap, tiled_server, tmp_path_factory) -> Iterator[Frame
     catalog = unique_prefix("cat")
     connect_catalog(tiled_server.url, tiled_server.api_key, catalog)
     engine = EngineProcess(home, kafka_bootstrap, topic)
+    files = tiled_server.files / unique_prefix("det")
     engine.env.update(RUNSTREAM_DEVICE_MODULES=json.dumps([str(DEVICES)]),
-                      RUNSTREAM_DETECTOR_FILES=str(tiled_server.files / unique_prefix("det")),
+                      RUNSTREAM_DETECTOR_FILES=str(files),
                       OPHYD_ASYNC_PRESERVE_DETECTOR_STATE="YES")  # fmt: skip
     engine.start()
     writer = _tiled_service(kafka_bootstrap, topic, unique_prefix("g"), tiled_server, catalog)
@@ -106,7 +110,7 @@ def frame_run(kafka_bootstrap, tiled_server, tmp_path_factory) -> Iterator[Frame
                             nowhere, "--tiled-catalog", catalog) as web_down,
                 chromium() as browser,
             ):  # fmt: skip
-                yield _run(engine, web, web_down, browser)
+                yield _run(engine, web, web_down, browser, files / DOOR)
     finally:
         engine.stop()
         writer.send_signal(signal.SIGTERM)
@@ -115,10 +119,34 @@ def frame_run(kafka_bootstrap, tiled_server, tmp_path_factory) -> Iterator[Frame
         assert tiled_server.api_key not in (home / log).read_text()
 
 
-def _run(engine: EngineProcess, web, web_down, browser) -> FrameRun:
-    """The scan, with the run page open on ``web`` from its first point to its end."""
+def _drawn_live(page, engine: EngineProcess, task_id: str, web, uid: str) -> dict[str, Any]:
+    """The first frame of ``bdet`` the page draws while the gate holds the run, its pixels, and
+    the task's and the run's states once it is drawn (the gate still holds: no stop yet)."""
+    canvas = ".frame[data-key='bdet'] canvas.frame-image"
+    try:
+        page.wait_for_function(f"() => document.querySelector(\"{canvas}\")?.dataset.index",
+                               timeout=60_000)  # fmt: skip
+    except Exception:  # say what the page shows instead
+        shown = page.inner_text("main")[:3000]
+        raise AssertionError(f"no frame drawn while the run goes; the page: {shown}") from None
+    index = int(page.eval_on_selector(canvas, "c => c.dataset.index"))
+    pixels = _drawn_pixels(page, "bdet")
+
+    def announced() -> dict[str, Any] | None:  # every frame before the gate, in the view
+        summary = web.api.get(f"/api/runs/{uid}").json()["summary"]
+        return summary if summary["frames"]["primary"]["bdet"] >= HOLD - 1 else None
+
+    summary = eventually(announced, 30, "the frames before the gate in the view")
+    task = engine.wait(task_id, ("running", "completed", "failed"))
+    return {"index": index, "pixels": pixels, "task": task["state"], "status": summary["status"],
+            "announced": summary["frames"]["primary"]["bdet"]}  # fmt: skip
+
+
+def _run(engine: EngineProcess, web, web_down, browser, door: Path) -> FrameRun:
+    """The scan, with the run page open on ``web`` from its first point to its end; the gate
+    holds it at point HOLD until a frame is drawn."""
     page = browser.new_page()
-    body = {"plan": "scan", "args": [["bdet", "sdet", "spec"], "stage.x", -0.5, 1.5],
+    body = {"plan": "scan", "args": [["bdet", "sdet", "spec", "gate"], "stage.x", -0.5, 1.5],
             "kwargs": {"num": POINTS}}  # fmt: skip
     reply = httpx.post(f"{engine.url}/tasks", json=body, headers=AUTH, timeout=30)
     assert reply.status_code == 201, reply.text
@@ -128,6 +156,10 @@ def _run(engine: EngineProcess, web, web_down, browser) -> FrameRun:
     uid = task["runs"][0]["uid"]
     eventually(lambda: web.api.get(f"/api/runs/{uid}").status_code == 200, 30, "the run in view")
     page.goto(f"{web.url}runs/{uid}")
+    try:
+        live = _drawn_live(page, engine, task_id, web, uid)
+    finally:
+        door.touch()  # the gate lets the scan go on
     task = engine.wait(task_id, ("completed", "failed"), timeout=120)
     assert task["state"] == "completed", (task, engine.log.read_text()[-3000:])
     try:
@@ -141,7 +173,19 @@ def _run(engine: EngineProcess, web, web_down, browser) -> FrameRun:
     files = {r["data_key"]: Path(r["uri"].removeprefix("file://localhost"))
              for r in detail["resources"]}  # fmt: skip
     drawn = page.evaluate("() => window.__rsFramesCounted")
-    return FrameRun(uid, web, web_down, files, drawn, page, browser)
+    return FrameRun(uid, web, web_down, files, drawn, page, browser, live)
+
+
+def test_a_frame_is_drawn_while_the_run_goes(frame_run) -> None:
+    live = frame_run.live
+    assert live["task"] == "running" and live["status"] == "open", live  # held by the gate
+    assert live["announced"] == HOLD - 1  # the points before the gate
+    assert 0 <= live["index"] < HOLD - 1
+    with h5py.File(frame_run.files["bdet"], "r", swmr=True) as f:
+        frames = f["/entry/data/data"][()]
+    drawn = live["pixels"]
+    assert drawn.shape[:2] == frames.shape[1:]
+    assert float(np.abs(drawn - _coloured(frames[live["index"]])).mean()) < 1.0
 
 
 def test_the_latest_frame_follows_the_run_and_its_pixels_are_the_files(frame_run) -> None:

@@ -86,23 +86,44 @@ export class FrameView {
 
   want(index) {
     this.wanted = index;
-    this.caption.textContent = "frame " + index + " of " + this.count + (this.follow ? " (latest)" : "");
+    this.tell();
     if (!this.busy) this.load();
   }
 
+  // The caption: the frame on screen, and the one wanted while Tiled has not that one yet.
+  tell() {
+    const shown = this.shown ?? this.wanted;
+    const latest = this.follow ? " (latest)" : "";
+    const waiting = shown !== this.wanted ? " · frame " + this.wanted + " not in Tiled yet" : "";
+    this.caption.textContent = "frame " + shown + " of " + this.count + latest + waiting;
+  }
+
+  // Draw the wanted frame. While a run goes the Tiled writer registers frames in batches: the
+  // service then answers with the newest frame Tiled has (X-Frame-Index), drawn, and the wanted
+  // one is asked for again a moment later.
   async load() {
     this.busy = true;
     try {
+      let behind = 0;
       while (this.wanted !== null && this.wanted !== this.shown) {
         const index = this.wanted;
         const reply = await this.fetchFrame(index);
         if (reply === STALE) continue;
         if (reply === null) return; // said why on the page
-        if (this.kind === "image") await this.drawImage(reply, index);
-        else this.drawSpectrum(await reply.json(), index);
-        this.shown = index;
-        this.message.hidden = true;
-        if (drawn.length < DRAWN_KEEP) drawn.push({ key: this.key, index, at: Date.now() / 1000 });
+        const got = Number(reply.headers.get("X-Frame-Index") ?? index);
+        if (reply.status !== 204 && got !== this.shown) {
+          if (this.kind === "image") await this.drawImage(reply, got);
+          else this.drawSpectrum(await reply.json(), got);
+          this.shown = got;
+          this.message.hidden = true;
+          const at = Date.now() / 1000;
+          if (drawn.length < DRAWN_KEEP) drawn.push({ key: this.key, index: got, at });
+        }
+        this.tell();
+        if (got !== index && this.wanted === index) {
+          if (++behind > RETRIES) return; // the writer is stuck: the next count asks again
+          await new Promise((resume) => setTimeout(resume, RETRY_MS));
+        }
       }
     } catch (error) {
       this.say("frame: " + error.message);
@@ -114,7 +135,8 @@ export class FrameView {
   // The reply for frame `index`, asked again while Tiled does not have it yet; null on an error.
   async fetchFrame(index) {
     for (let attempt = 0; ; attempt++) {
-      const reply = await fetch(this.url + "?index=" + index, { cache: "no-store" });
+      const shown = this.shown === null ? "" : "&shown=" + this.shown;
+      const reply = await fetch(this.url + "?index=" + index + shown, { cache: "no-store" });
       if (reply.ok) return reply;
       const error = await replyError(reply);
       if (this.wanted !== index) return STALE; // another frame is wanted now: that one
