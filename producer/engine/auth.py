@@ -3,21 +3,28 @@
 A bearer credential is one of: the shared token (single-user mode, the demo and
 development: whoever has it is admin), an API key (``rsk_...``, its scopes give its role),
 or an OIDC access token (its roles claim gives the role). 401 when no credential
-authenticates, 403 when the caller's role is below what the route needs. Nothing here
-logs a credential.
+authenticates, 403 when the caller's role is below what the route needs, or when the
+permissions file keeps the caller's role from a plan or device (`Guard.permit`). The guard
+also holds the audit log the app's middleware writes. Nothing here logs a credential.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException, Request, status
 
+from .identity.audit import AuditLog
 from .identity.keys import PREFIX, KeyStore
 from .identity.oidc import OidcVerifier, TokenRefused
+from .identity.permissions import Permissions, PermissionsError
 from .identity.roles import Identity, Role, claim, highest
 from .settings import EngineSettings, EngineSettingsError
+
+if TYPE_CHECKING:
+    from .registry import PlanRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +45,14 @@ class Guard:
         keys: KeyStore | None = None,
         roles_claim: str = "realm_access.roles",
         role_prefix: str = "",
+        permissions: Permissions | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._token = token.encode() if token else None
         self.open_reads, self.oidc, self.keys = open_reads, oidc, keys
         self.roles_claim, self.role_prefix = roles_claim, role_prefix
+        self.permissions = permissions or Permissions()
+        self.audit = audit or AuditLog()
 
     def identify(self, request: Request) -> Identity:
         """The caller's identity; 401 (saying why, never the credential) if none."""
@@ -108,6 +119,21 @@ class Guard:
     #: Any change of state needs at least a user; routes name a higher role where needed.
     write = user
 
+    def permit(
+        self,
+        identity: Identity | None,
+        plan: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        registry: PlanRegistry,
+    ) -> None:
+        """403 naming the rule (role, pattern, file) when the permissions file keeps this
+        caller from the plan or a device the request names; every route that queues or
+        validates a request calls this before queueing it."""
+        refusal = self.permissions.check(identity, plan, args, kwargs, registry)
+        if refusal is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, refusal)
+
 
 def caller(request: Request) -> Identity:
     """The identity the route's guard dependency established for this request."""
@@ -122,6 +148,10 @@ def guard_for(settings: EngineSettings, token: str | None) -> Guard:
     """The engine's guard: shared token, API keys, OIDC as configured; refuses to make one
     (EngineSettingsError) when no caller could ever authenticate."""
     ident = settings.identity
+    try:
+        permissions = Permissions(ident.permissions_file)
+    except PermissionsError as exc:
+        raise EngineSettingsError(str(exc)) from None
     keys = KeyStore(settings.keys_path)
     oidc = None
     if ident.oidc_issuer and ident.oidc_audience:
@@ -149,6 +179,8 @@ def guard_for(settings: EngineSettings, token: str | None) -> Guard:
         keys=keys,
         roles_claim=ident.oidc_roles_claim,
         role_prefix=ident.oidc_role_prefix,
+        permissions=permissions,
+        audit=AuditLog(ident.audit_file or settings.state_dir / "audit.db"),
     )
 
 

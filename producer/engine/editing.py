@@ -21,7 +21,7 @@ from runstream.schemas.errors import RunstreamError
 from .identity.roles import Identity
 from .queue import ControlError, Engine
 from .registry import UnknownPlanError
-from .store import QUEUED, NotQueuedError
+from .store import QUEUED, NotQueuedError, TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,11 @@ class QueueEditor:
 
     def __init__(self, engine: Engine, permit: Permit | None = None) -> None:
         self.engine = engine
-        self.store = engine.store
         self.permit = permit
+
+    @property
+    def store(self) -> TaskStore:
+        return self.engine.store
 
     def check(self, identity: Identity, plan: str, args: list[Any], kwargs: dict) -> None:
         """Refuse a request as a submission would, in its order: what ``permit`` refuses,

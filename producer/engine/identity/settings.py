@@ -11,7 +11,7 @@ from .oidc import ASYMMETRIC
 
 
 class IdentitySettings(BaseSettings):
-    """OIDC and API-key options (``RUNSTREAM_OIDC_*``, ``RUNSTREAM_API_KEYS_FILE``)."""
+    """OIDC, API keys, permissions and the audit log (``RUNSTREAM_OIDC_*``, ``..._FILE``)."""
 
     model_config = SettingsConfigDict(env_prefix="RUNSTREAM_", extra="ignore")
 
@@ -39,6 +39,14 @@ class IdentitySettings(BaseSettings):
     oidc_timeout: float = Field(10.0, gt=0, description="Seconds for discovery and JWKS reads.")
     api_keys_file: Path | None = Field(
         None, description="SQLite file of API keys (hashes only); default <home>/engine/keys.db."
+    )
+    permissions_file: Path | None = Field(
+        None,
+        description="TOML file of the plans and devices each role may use; unset: every "
+        "registered one. Reloaded on POST /permissions/reload.",
+    )
+    audit_file: Path | None = Field(
+        None, description="SQLite file of the audit log; default <home>/engine/audit.db."
     )
 
     @model_validator(mode="after")
