@@ -7,6 +7,7 @@ broker from Maven Central jars in a temporary state directory on free ports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -47,6 +48,19 @@ def local_broker(home: Path) -> LocalBroker:
     return LocalBroker(
         LocalSettings(home=home, broker_port=free_port(), broker_controller_port=free_port())
     )
+
+
+@contextlib.contextmanager
+def given_or_local_broker(given: str | None, home: Path) -> Iterator[str]:
+    """The bootstrap given, or that of a local broker in ``home``, up for the block."""
+    if given:
+        yield given
+        return
+    broker = local_broker(home)
+    try:
+        yield broker.up()
+    finally:
+        broker.down()
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import local_broker  # noqa: E402
+from tests.conftest import given_or_local_broker  # noqa: E402
 from tests.epics_iocs import Ioc, client_env  # noqa: E402
 from tests.kafka_tools import create_topic, free_port, unique_prefix  # noqa: E402
 
@@ -144,14 +144,11 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="starts of each kind")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None if args.bootstrap else local_broker(Path(tmp) / "kafka")
-        bootstrap = args.bootstrap or broker.up()
-        try:
-            print(json.dumps(measure(bootstrap, args.devices, args.repeat, Path(tmp))))
-        finally:
-            if broker is not None:
-                broker.down()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        given_or_local_broker(args.bootstrap, Path(tmp) / "kafka") as bootstrap,
+    ):
+        print(json.dumps(measure(bootstrap, args.devices, args.repeat, Path(tmp))))
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ from runstream.consumers.tiled import connect_catalog  # noqa: E402
 from runstream.producer import KafkaPublisher  # noqa: E402
 from runstream.settings import LocalSettings  # noqa: E402
 from runstream.tiledserver import LocalTiled  # noqa: E402
-from tests.conftest import local_broker  # noqa: E402
+from tests.conftest import given_or_local_broker  # noqa: E402
 from tests.kafka_tools import create_topic, free_port, unique_prefix  # noqa: E402
 from tests.tiled_fixtures import TiledServer  # noqa: E402
 from tests.waiting import eventually  # noqa: E402
@@ -172,14 +172,11 @@ def main() -> None:
         help="the Tiled writer's --max-latency (default: the service's, 0.5 s)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = None if args.bootstrap else local_broker(Path(tmp) / "kafka")
-        bootstrap = args.bootstrap or broker.up()
-        try:
-            print(json.dumps(measure(bootstrap, args.frames, args.writer_latency, Path(tmp))))
-        finally:
-            if broker is not None:
-                broker.down()
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        given_or_local_broker(args.bootstrap, Path(tmp) / "kafka") as bootstrap,
+    ):
+        print(json.dumps(measure(bootstrap, args.frames, args.writer_latency, Path(tmp))))
 
 
 if __name__ == "__main__":

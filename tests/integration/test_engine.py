@@ -31,6 +31,9 @@ motor2 = SynAxis(name="motor2", delay=0.15)
 
 
 class EngineProcess:
+    #: Seconds the engine may take to answer /readyz after its start.
+    ready_within = 60.0
+
     def __init__(self, home: Path, bootstrap: str, topic: str) -> None:
         (home / "devices.py").write_text(SLOW_DEVICES)
         self.env = {
@@ -55,7 +58,7 @@ class EngineProcess:
              "--port", str(self.port)],
             env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        eventually(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, 60,
+        eventually(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, self.ready_within,
                    lambda: f"the engine to be ready; its log:\n{self.log.read_text()}",
                    fail_fast=process_ended(self.proc, self.log.read_text),
                    ignoring=httpx.HTTPError)  # fmt: skip

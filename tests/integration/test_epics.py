@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 
 from tests.epics_iocs import Ioc, client_env
 from tests.integration.test_engine import AUTH, EngineProcess, documents
-from tests.waiting import eventually, process_ended
+from tests.waiting import eventually
 
 # the first test starts the IOCs (and perhaps the broker); a killed IOC is waited out
 pytestmark = [pytest.mark.kafka, pytest.mark.epics, pytest.mark.timeout(600)]
@@ -52,16 +50,7 @@ class EpicsEngine(EngineProcess):
     ophyd-async and aioca and connects its devices first, which on a loaded machine (the
     full suite, other test sessions) took past test_engine's minute."""
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "runstream.cli", "engine", "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            env=self.env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        eventually(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, 180,
-                   lambda: f"the engine to be ready; its log:\n{self.log.read_text()}",
-                   fail_fast=process_ended(self.proc, self.log.read_text),
-                   ignoring=httpx.HTTPError)  # fmt: skip
+    ready_within = 180.0
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 
-import httpx
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import xarray as xr
 from bluesky import RunEngine
 from bluesky.plans import count, scan
@@ -31,6 +29,7 @@ from runstream.producer.plans import nested_runs, recursive_runs
 from runstream.schemas.partition import partition_for
 from tests.integration.consumer_harness import running, settings
 from tests.kafka_tools import unique_prefix
+from tests.tiled_compare import Nodes as TiledNodes
 from tests.waiting import eventually
 
 PARTITIONS = 3
@@ -75,32 +74,20 @@ def _starts(emitted):
     return [d for n, d in emitted if n == "start"]
 
 
-class Nodes:
+class Nodes(TiledNodes):
     """Tiled's HTTP API, read the same way for both catalogs: what each node is and holds."""
 
     def __init__(self, tiled_server) -> None:
+        super().__init__(tiled_server.url, tiled_server.api_key)
         self.url, self.key = tiled_server.url, tiled_server.api_key
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Apikey {self.key}"})
 
     def attributes(self, path: str) -> dict:
-        answer = self.http.get(f"/api/v1/metadata/{path}")
-        answer.raise_for_status()
-        attributes = answer.json()["data"]["attributes"]
+        attributes = super().attributes(path)
         structure = attributes.get("structure") or {}
         structure.pop("chunks", None)  # how the writes were batched, not what was written
         return {k: attributes.get(k) for k in ("specs", "metadata", "structure_family")} | {
             "structure": structure
         }
-
-    def children(self, path: str) -> list[str]:
-        answer = self.http.get(f"/api/v1/search/{path}", params={"page[limit]": 300})
-        answer.raise_for_status()
-        return [item["id"] for item in answer.json()["data"]]
-
-    def table(self, path: str) -> pd.DataFrame:
-        answer = self.http.get(f"/api/v1/table/full/{path}", params={"format": ARROW})
-        answer.raise_for_status()
-        return pa.ipc.open_file(answer.content).read_all().to_pandas()
 
     def array(self, path: str) -> np.ndarray:
         answer = self.http.get(f"/api/v1/array/full/{path}", params={"format": "application/json"})
