@@ -50,4 +50,10 @@ def _keys(sub: argparse._SubParsersAction) -> None:
     register(sub)
 
 
-REGISTRY: list[Register] = [_broker, _consume, _demo, _tiled, _engine, _keys]
+def _login(sub: argparse._SubParsersAction) -> None:
+    from runstream.producer.engine.identity.login import register
+
+    register(sub)
+
+
+REGISTRY: list[Register] = [_broker, _consume, _demo, _tiled, _engine, _keys, _login]

@@ -6,7 +6,7 @@ directory). The realm below is imported once into a template H2 database kept be
 (the schema, the master realm and the import are most of a fresh start), and that run
 trains the JVM's ahead-of-time class cache; each session runs `start-dev` on a free
 loopback port on a copy of that database, with that cache. Tests get their tokens from it
-(password grant); nothing here issues a token.
+(password grant, or the device grant of `runstream login`); nothing here issues a token.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ VERSION = "26.7.3"
 ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{VERSION}:zip"
 REALM = "runstream"
 AUDIENCE = "runstream-engine"
-CLIENT = "runstream-cli"  # public, password grant, its tokens name the engine as audience
+CLIENT = "runstream-cli"  # public, password and device grants, tokens for the engine
 OTHER_CLIENT = "other-app"  # public, password grant, its tokens are for another audience
-SHORT_CLIENT = "runstream-short"  # as runstream-cli, with tokens that live 5 s
+SHORT_CLIENT = "runstream-short"  # as runstream-cli, with tokens that live 5 s, codes 3 s
 #: Seconds Keycloak may take to answer: on a busy 2-core machine its start took minutes.
 START_TIMEOUT = 600
 DB_FILE = "keycloakdb.mv.db"
@@ -51,7 +51,9 @@ KEEPER = "kim"
 def realm() -> dict:
     """The realm imported at start: one group per role carrying the realm role of that name."""
 
-    def client(client_id: str, audience: str | None, lifespan: int | None = None) -> dict:
+    def client(
+        client_id: str, audience: str | None, lifespan: int | None = None, codes: int = 0
+    ) -> dict:
         mappers = (
             []
             if audience is None
@@ -69,6 +71,10 @@ def realm() -> dict:
             ]
         )
         attributes = {} if lifespan is None else {"access.token.lifespan": str(lifespan)}
+        if codes:  # `runstream login`: RFC 8628, codes valid `codes` s, polled every 1 s
+            attributes["oauth2.device.authorization.grant.enabled"] = "true"
+            attributes["oauth2.device.polling.interval"] = "1"
+            attributes["oauth2.device.code.lifespan"] = str(codes)
         return {
             "clientId": client_id,
             "publicClient": True,
@@ -99,9 +105,9 @@ def realm() -> dict:
         "roles": {"realm": [{"name": r} for r in ROLES]},
         "groups": [{"name": r, "path": f"/{r}", "realmRoles": [r]} for r in ROLES],
         "clients": [
-            client(CLIENT, AUDIENCE),
+            client(CLIENT, AUDIENCE, codes=600),
             client(OTHER_CLIENT, None),
-            client(SHORT_CLIENT, AUDIENCE, lifespan=5),
+            client(SHORT_CLIENT, AUDIENCE, lifespan=5, codes=3),
         ],
         "users": [*(user(n, g) for n, g in USERS.items()), user(KEEPER, None)],
     }

@@ -47,8 +47,10 @@ class Guard:
         role_prefix: str = "",
         permissions: Permissions | None = None,
         audit: AuditLog | None = None,
+        cli_client_id: str | None = None,
     ) -> None:
         self._token = token.encode() if token else None
+        self.cli_client_id = cli_client_id  # the provider's client for `runstream login`
         self.open_reads, self.oidc, self.keys = open_reads, oidc, keys
         self.roles_claim, self.role_prefix = roles_claim, role_prefix
         self.permissions = permissions or Permissions()
@@ -179,6 +181,7 @@ def guard_for(settings: EngineSettings, token: str | None) -> Guard:
         keys=keys,
         roles_claim=ident.oidc_roles_claim,
         role_prefix=ident.oidc_role_prefix,
+        cli_client_id=ident.oidc_cli_client_id,
         permissions=permissions,
         audit=AuditLog(ident.audit_file or settings.state_dir / "audit.db"),
     )

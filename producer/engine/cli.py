@@ -40,18 +40,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    """A client of the engine with, in order: RUNSTREAM_API_TOKEN(_FILE), else the login
+    `runstream login` stored for that engine (refreshed if it expired), else none."""
     from pydantic import ValidationError
 
     from runstream.schemas import CommandError
 
     from .client import EngineClient
+    from .identity.logins import token_for
 
     try:
         settings = EngineClientSettings()
         token = settings.read_token()
     except (ValidationError, ValueError) as exc:
         raise CommandError(f"bad engine client settings: {exc}") from None
-    return EngineClient(args.url or settings.engine_url, token)
+    url = args.url or settings.engine_url
+    if token is None:
+        token = token_for(url)
+    return EngineClient(url, token)
 
 
 def parse_params(params: list[str]) -> dict[str, Any]:

@@ -38,12 +38,9 @@ from tests.keycloak import (
     USERS,
     Keycloak,
     add_signing_key,
-    keycloak,
     remove_signing_key,
 )
 from tests.waiting import eventually
-
-__all__ = ["keycloak"]  # the session's Keycloak, a fixture
 
 pytestmark = [pytest.mark.oidc, pytest.mark.timeout(900)]  # the first test waits for Keycloak
 

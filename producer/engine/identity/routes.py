@@ -1,5 +1,6 @@
-"""``GET /whoami``, the API keys (admin: list, issue with the key shown once, revoke), the
-permissions file (read it; admin: reload it) and the audit log (expert: read it)."""
+"""``GET /whoami``, ``GET /auth/config`` (the provider ``runstream login`` uses), the API
+keys (admin: list, issue with the key shown once, revoke), the permissions file (read it;
+admin: reload it) and the audit log (expert: read it)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ class WhoAmI(BaseModel):
     allowed: list[Role] = Field(description="Every role whose routes this caller may use")
     name: str = ""
     expires: float | None = Field(None, description="When the credential expires (Unix time)")
+
+
+class AuthConfig(BaseModel):
+    """Where callers get tokens the engine accepts (for `runstream login`)."""
+
+    issuer: str = Field(description="The OIDC provider's issuer URL")
+    audience: str = Field(description="The audience the engine's tokens must name")
+    cli_client_id: str | None = Field(
+        description="The provider's public client for the CLI's device login; null: none"
+    )
 
 
 class KeyRequest(BaseModel):
@@ -107,6 +118,7 @@ def add_identity_routes(app: FastAPI, guard: Guard) -> None:
             expires=identity.expires,
         )
 
+    add_login_routes(app, guard)
     add_permission_routes(app, guard)
     add_audit_routes(app, guard)
     keys = guard.keys
@@ -144,6 +156,23 @@ def add_identity_routes(app: FastAPI, guard: Guard) -> None:
             return KeyRecord(**keys.revoke(key_id))
         except KeyRequestError as exc:
             raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+
+
+def add_login_routes(app: FastAPI, guard: Guard) -> None:
+    """``GET /auth/config``, open to all: the provider and the CLI's client
+    (``RUNSTREAM_OIDC_CLI_CLIENT_ID``), or 404 without OIDC."""
+
+    @app.get("/auth/config", tags=["identity"], responses=answers(404))
+    def auth_config() -> AuthConfig:
+        """The OIDC provider and the public client ``runstream login`` uses (no credential
+        needed: nothing here is secret); 404 when the engine takes no OIDC tokens."""
+        if guard.oidc is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "this engine takes no OIDC tokens")
+        return AuthConfig(
+            issuer=guard.oidc.issuer,
+            audience=guard.oidc.audience,
+            cli_client_id=guard.cli_client_id,
+        )
 
 
 def add_permission_routes(app: FastAPI, guard: Guard) -> None:

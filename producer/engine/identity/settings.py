@@ -28,6 +28,11 @@ class IdentitySettings(BaseSettings):
     oidc_role_prefix: str = Field(
         "", description="Prefix of the provider's role or group names (e.g. runstream-)."
     )
+    oidc_cli_client_id: str | None = Field(
+        None,
+        description="The provider's public client with the device grant that `runstream "
+        "login` uses (GET /auth/config names it); unset: no CLI login.",
+    )
     oidc_algorithms: list[str] = Field(
         default_factory=lambda: ["RS256"], description="Accepted signature algorithms."
     )
