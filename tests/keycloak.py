@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,3 +328,11 @@ def keycloak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keycloak]:
         yield server
     finally:
         stop(proc)
+
+
+def assert_nothing_secret_in(records: list[logging.LogRecord], secrets: Iterable[str]) -> None:
+    """No log record holds a credential (said by its first characters only)."""
+    for record in records:
+        text = record.getMessage()
+        leaked = [s[:8] + "..." for s in secrets if s in text]
+        assert not leaked, f"{record.name} logged a credential ({leaked}): {text[:200]}"

@@ -91,6 +91,12 @@ class Guard:
             details={"sub": claims["sub"]},
         )
 
+    def close(self) -> None:
+        """Close what the guard holds open: the key store, the provider's client, the audit."""
+        for held in (self.keys, self.oidc, self.audit):
+            if held is not None:
+                held.close()
+
     def require(self, identity: Identity, role: Role) -> Identity:
         """``identity`` if its role is ``role`` or above, else 403 naming both."""
         if not identity.may(role):

@@ -38,6 +38,7 @@ from tests.keycloak import (
     USERS,
     Keycloak,
     add_signing_key,
+    assert_nothing_secret_in,
     remove_signing_key,
 )
 from tests.waiting import eventually
@@ -108,9 +109,7 @@ def service(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Ite
     finally:
         engine.close()
         engine.store.close()
-        guard.keys.close()  # type: ignore[union-attr]
-        guard.oidc.close()  # type: ignore[union-attr]
-        guard.audit.close()
+        guard.close()
 
 
 @pytest.fixture(autouse=True)
@@ -118,10 +117,7 @@ def nothing_secret_logged(service: Service, caplog: pytest.LogCaptureFixture) ->
     """Every record at INFO or above, from any logger, during the test: none holds a credential."""
     caplog.set_level(logging.INFO)
     yield
-    for record in caplog.records:
-        text = record.getMessage()
-        leaked = [s[:8] + "..." for s in service.secrets if s in text]
-        assert not leaked, f"{record.name} logged a credential ({leaked}): {text[:200]}"
+    assert_nothing_secret_in(caplog.records, service.secrets)
 
 
 def _claims(token: str) -> dict:

@@ -34,7 +34,7 @@ from runstream.producer.engine.settings import EngineSettings
 from tests.cli_tools import RUNSTREAM, Output, run_runstream
 from tests.engine_tasks import wait_for_task
 from tests.kafka_tools import free_port
-from tests.keycloak import AUDIENCE, CLIENT, SHORT_CLIENT, Keycloak
+from tests.keycloak import AUDIENCE, CLIENT, SHORT_CLIENT, Keycloak, assert_nothing_secret_in
 from tests.keycloak_pages import approve_device
 from tests.waiting import eventually, process_ended
 
@@ -98,19 +98,15 @@ def engines(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Ite
             thread.join(30)
         engine.close()
         engine.store.close()
-        for made in (guard, with_client):
-            made.keys.close()  # type: ignore[union-attr]
-            made.oidc.close()  # type: ignore[union-attr]
-            made.audit.close()
+        guard.close()
+        with_client.close()
 
 
 @pytest.fixture(autouse=True)
 def nothing_secret_logged(engines: Engines, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.INFO)
     yield
-    for record in caplog.records:
-        text = record.getMessage()
-        assert not [s for s in engines.secrets if s in text], f"{record.name} logged a token"
+    assert_nothing_secret_in(caplog.records, engines.secrets)
 
 
 def _device_login(engines: Engines, env: dict, user: str, accept: bool = True):
