@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
-from runstream.producer.engine.auth import Guard
+from runstream.producer.engine.auth import Guard, guard_for
 from runstream.producer.engine.identity import KeyStore
 from runstream.producer.engine.identity.audit import AuditLog
 from runstream.producer.engine.identity.permissions import Permissions
 from runstream.producer.engine.identity.roles import ROLES
+from runstream.producer.engine.settings import EngineSettings
 
 TOKEN = "shared-s3cret-token"  # noqa: S105 - a test credential
+
+
+def configured_guard(env: dict[str, str]) -> tuple[EngineSettings, Guard]:
+    """The engine's settings and guard as ``env`` alone configures them (every other
+    RUNSTREAM_ variable of this process set aside), as a deployed engine reads them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("RUNSTREAM_")]:
+            patch.delenv(name)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        settings = EngineSettings()
+        return settings, guard_for(settings, None)
 
 
 @dataclass

@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,8 +46,23 @@ PASSWORD = "pw-for-tests"  # noqa: S105 - the test realm's users' password
 ROLES = ("observer", "user", "expert", "admin")
 #: User name -> group (one per role, and a second user for "someone else's task").
 USERS = {"olga": "observer", "uma": "user", "ursula": "user", "erik": "expert", "ada": "admin"}
-#: A user in no group (no role for the engine) who may manage the realm's keys.
+#: A user in no group (no role for the engine) who may manage the realm's keys and clients.
 KEEPER = "kim"
+KEEPER_ROLES = ["view-realm", "manage-realm", "manage-clients"]
+
+
+def audience_mapper(audience: str) -> dict:
+    """A client's mapper that puts ``audience`` (the engine) in its access tokens."""
+    return {
+        "name": "engine-audience",
+        "protocol": "openid-connect",
+        "protocolMapper": "oidc-audience-mapper",
+        "config": {
+            "included.custom.audience": audience,
+            "access.token.claim": "true",
+            "id.token.claim": "false",
+        },
+    }
 
 
 def realm() -> dict:
@@ -55,22 +71,7 @@ def realm() -> dict:
     def client(
         client_id: str, audience: str | None, lifespan: int | None = None, codes: int = 0
     ) -> dict:
-        mappers = (
-            []
-            if audience is None
-            else [
-                {
-                    "name": "engine-audience",
-                    "protocol": "openid-connect",
-                    "protocolMapper": "oidc-audience-mapper",
-                    "config": {
-                        "included.custom.audience": audience,
-                        "access.token.claim": "true",
-                        "id.token.claim": "false",
-                    },
-                }
-            ]
-        )
+        mappers = [] if audience is None else [audience_mapper(audience)]
         attributes = {} if lifespan is None else {"access.token.lifespan": str(lifespan)}
         if codes:  # `runstream login`: RFC 8628, codes valid `codes` s, polled every 1 s
             attributes["oauth2.device.authorization.grant.enabled"] = "true"
@@ -95,7 +96,7 @@ def realm() -> dict:
             "firstName": name.title(),
             "lastName": "Test",
             "groups": [] if group is None else [f"/{group}"],
-            "clientRoles": {} if group else {"realm-management": ["view-realm", "manage-realm"]},
+            "clientRoles": {} if group else {"realm-management": KEEPER_ROLES},
             "credentials": [{"type": "password", "value": PASSWORD, "temporary": False}],
         }
 
@@ -202,6 +203,37 @@ def add_signing_key(server: Keycloak) -> str:
         )  # fmt: skip
         assert made.status_code == 201, made.text
         return made.headers["location"].rsplit("/", 1)[-1]
+
+
+@contextmanager
+def web_client(server: Keycloak, client_id: str, origin: str) -> Iterator[str]:
+    """A public client for a web view at ``origin``: authorization code with PKCE, redirects
+    back to any of its pages, CORS for its token requests, tokens for the engine. Made for
+    the test (the view's port is known only then) and removed after it."""
+    with _admin(server) as admin:
+        made = admin.post(
+            "/clients",
+            json={
+                "clientId": client_id,
+                "publicClient": True,
+                "standardFlowEnabled": True,
+                "directAccessGrantsEnabled": False,
+                "redirectUris": [f"{origin}/*"],
+                "webOrigins": ["+"],
+                "attributes": {
+                    "pkce.code.challenge.method": "S256",
+                    "post.logout.redirect.uris": "+",
+                },
+                "protocolMappers": [audience_mapper(AUDIENCE)],
+            },
+        )
+        assert made.status_code == 201, made.text
+        internal = made.headers["location"].rsplit("/", 1)[-1]
+    try:
+        yield client_id
+    finally:
+        with _admin(server) as admin:
+            admin.delete(f"/clients/{internal}").raise_for_status()
 
 
 def remove_signing_key(server: Keycloak, component: str) -> None:

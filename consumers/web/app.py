@@ -16,6 +16,7 @@ from runstream.schemas.service import Health
 
 from .. import health
 from . import api, engine_proxy, frameapi, older_runs, push
+from .headers import SecurityHeaders
 from .model import RunStore
 from .settings import WebSettings
 from .tiled_runs import TiledRuns
@@ -115,4 +116,5 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(page_routes())
     app.include_router(health_routes(alive, ready, [registry, *registries]))
+    app.add_middleware(SecurityHeaders)
     return app

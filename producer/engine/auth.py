@@ -20,7 +20,7 @@ from .identity.audit import AuditLog
 from .identity.keys import PREFIX, KeyStore
 from .identity.oidc import OidcVerifier, TokenRefused
 from .identity.permissions import Permissions, PermissionsError
-from .identity.roles import Identity, Role, claim, highest
+from .identity.roles import Identity, Role, claim, highest, person
 from .settings import EngineSettings, EngineSettingsError
 
 if TYPE_CHECKING:
@@ -48,9 +48,11 @@ class Guard:
         permissions: Permissions | None = None,
         audit: AuditLog | None = None,
         cli_client_id: str | None = None,
+        web_client_id: str | None = None,
     ) -> None:
         self._token = token.encode() if token else None
         self.cli_client_id = cli_client_id  # the provider's client for `runstream login`
+        self.web_client_id = web_client_id  # ... and for the web view's login (PKCE)
         self.open_reads, self.oidc, self.keys = open_reads, oidc, keys
         self.roles_claim, self.role_prefix = roles_claim, role_prefix
         self.permissions = permissions or Permissions()
@@ -81,7 +83,7 @@ class Guard:
 
     def _from_claims(self, claims: dict) -> Identity:
         role = highest(claim(claims, self.roles_claim), self.role_prefix)
-        subject = str(claims.get("preferred_username") or claims["sub"])
+        subject = person(str(claims.get("preferred_username") or claims["sub"]))
         return Identity(
             subject=subject,
             via="oidc",
@@ -111,6 +113,18 @@ class Guard:
         if self.open_reads:
             return None
         return self.require(self.identify(request), "observer")
+
+    def known(self, request: Request) -> Identity | None:
+        """The caller where one is known: after a read's dependency, or from a credential
+        given to an open read (one that is not valid makes them anonymous, as no credential
+        would: the read is open)."""
+        found = getattr(request.state, "identity", None)
+        if found is not None or "authorization" not in request.headers:
+            return found
+        try:
+            return self.identify(request)
+        except HTTPException:
+            return None
 
     def user(self, request: Request) -> Identity:
         """Dependency of submitting, cancelling one's own tasks and pausing."""
@@ -188,8 +202,9 @@ def guard_for(settings: EngineSettings, token: str | None) -> Guard:
         roles_claim=ident.oidc_roles_claim,
         role_prefix=ident.oidc_role_prefix,
         cli_client_id=ident.oidc_cli_client_id,
+        web_client_id=ident.oidc_web_client_id,
         permissions=permissions,
-        audit=AuditLog(ident.audit_file or settings.state_dir / "audit.db"),
+        audit=AuditLog(settings.audit_path),
     )
 
 

@@ -71,9 +71,15 @@ def add_catalog_routes(app: FastAPI, engine: Engine, guard: Guard) -> None:
     read = [Depends(guard.read)]
 
     @app.get("/plans", tags=["catalog"], dependencies=read, responses=GUARDED)
-    def plans() -> list[PlanDescription]:
-        """Every allowed plan with its description and a JSON schema of its parameters."""
-        return [PlanDescription(**e.describe()) for e in engine.registry.plans.values()]
+    def plans(request: Request) -> list[PlanDescription]:
+        """Every plan the caller may submit (the permissions file's plan rules for their
+        role), with its description and a JSON schema of its parameters."""
+        who = guard.known(request)
+        return [
+            PlanDescription(**e.describe())
+            for name, e in engine.registry.plans.items()
+            if guard.permissions.offers(who, name)
+        ]
 
     @app.get(
         "/plans/{name}", tags=["catalog"], dependencies=read, responses=answers(401, 403, 404, 422)

@@ -127,6 +127,10 @@ class EngineSettings(TokenSettings):
     def keys_path(self) -> Path:
         return self.identity.api_keys_file or self.state_dir / "keys.db"
 
+    @property
+    def audit_path(self) -> Path:
+        return self.identity.audit_file or self.state_dir / "audit.db"
+
     def token(self) -> str:
         """The bearer token, from the variable or the file; the engine refuses to run without."""
         value = self.read_token()

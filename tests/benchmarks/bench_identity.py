@@ -1,11 +1,15 @@
-"""What identities cost the engine: ``GET /status`` per second with an OIDC token, an API key
-and the shared token, and the token check itself once the provider's keys are cached.
+"""What identities cost the engine: ``GET /status`` and ``POST /tasks/validate`` per second
+with an OIDC token, an API key and the shared token, and the token check itself once the
+provider's keys are cached.
 
 A real Keycloak (tests/keycloak.py) issues the tokens; the engine (real RunEngine, reads
 guarded: ``open_reads`` off, so every request is authenticated) serves on loopback with
 uvicorn in this process, and one keep-alive client asks in turn, in rounds that alternate
-the credentials so a busy machine slows each alike. ``OidcVerifier.verify`` and
-``KeyStore.identify`` are timed directly too. Goal: under 1 ms per token check.
+the credentials so a busy machine slows each alike. Validate needs the ``user`` role, so
+the OIDC user (uma) and the API key are users; the shared token is admin. A validate asks
+about a real plan (``count`` on ``det``) and queues nothing, so every request sees the same
+engine. ``OidcVerifier.verify`` and ``KeyStore.identify`` are timed directly too. Goal:
+under 1 ms per token check.
 
 Run: python tests/benchmarks/bench_identity.py [--seconds 3] [--rounds 3] -> one JSON line.
 """
@@ -21,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,6 +42,8 @@ from tests.kafka_tools import free_port
 from tests.waiting import eventually
 
 TOKEN = "bench-shared-token"  # noqa: S105 - a benchmark credential
+#: What ``POST /tasks/validate`` is asked: a plan a user would really submit.
+VALIDATE_BODY = {"plan": "count", "args": [["det"]], "kwargs": {"num": 3}}
 
 
 def per_call_us(fn, calls: int) -> dict[str, float]:
@@ -58,14 +65,38 @@ def per_call_us(fn, calls: int) -> dict[str, float]:
     }
 
 
-def rate(client: httpx.Client, secret: str, seconds: float) -> tuple[float, float]:
-    """``GET /status`` answered per second, one request after another, and the CPU
+def get_status(client: httpx.Client, headers: dict[str, str]) -> None:
+    """One ``GET /status``, which must be answered."""
+    reply = client.get("/status", headers=headers)
+    assert reply.status_code == 200, reply.text
+
+
+def post_validate(client: httpx.Client, headers: dict[str, str]) -> None:
+    """One ``POST /tasks/validate`` of ``VALIDATE_BODY``, which must be found valid."""
+    reply = client.post("/tasks/validate", json=VALIDATE_BODY, headers=headers)
+    assert reply.status_code == 200, reply.text
+    assert reply.json() == {"valid": True, "plan": "count"}, reply.text
+
+
+#: Request kind (the prefix of its figures) -> one request of that kind.
+REQUESTS: dict[str, Callable[[httpx.Client, dict[str, str]], None]] = {
+    "status": get_status,
+    "validate": post_validate,
+}
+
+
+def rate(
+    ask: Callable[[httpx.Client, dict[str, str]], None],
+    client: httpx.Client,
+    secret: str,
+    seconds: float,
+) -> tuple[float, float]:
+    """Requests made by ``ask`` answered per second, one after another, and the CPU
     milliseconds per request of this process (client and server both run in it)."""
     headers = {"Authorization": f"Bearer {secret}"}
     done, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while (spent := time.perf_counter() - t0) < seconds:
-        reply = client.get("/status", headers=headers)
-        assert reply.status_code == 200, reply.text
+        ask(client, headers)
         done += 1
     return done / spent, (time.process_time() - cpu0) / done * 1000
 
@@ -100,8 +131,8 @@ def main() -> None:
             verifier = OidcVerifier(kc.issuer, keycloak.AUDIENCE)
             assert verifier.prefetch(), "no signing keys from Keycloak"
             keys = KeyStore(home / "keys.db")
-            key, _ = keys.create("bench", ["observer"], None, "bench")
-            token = kc.token("olga")
+            key, _ = keys.create("bench", ["user"], None, "bench")
+            token = kc.token("uma")  # a user: validate needs the role
             verifier.verify(token)
             figures["verify_us"] = per_call_us(lambda: verifier.verify(token), opts.calls)
             figures["key_identify_us"] = per_call_us(lambda: keys.identify(key), opts.calls)
@@ -110,16 +141,20 @@ def main() -> None:
             url, server, thread, engine = serve(guard, home)
             try:
                 credentials = {"shared": TOKEN, "oidc": token, "key": key}
-                rates: dict[str, list[float]] = {name: [] for name in credentials}
-                cpus: dict[str, list[float]] = {name: [] for name in credentials}
+                runs = [(kind, name) for kind in REQUESTS for name in credentials]
+                rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+                cpus: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
                 with httpx.Client(base_url=url, timeout=30) as client:
-                    for secret in credentials.values():  # warm up
-                        rate(client, secret, 0.3)
+                    for kind, name in runs:  # warm up
+                        rate(REQUESTS[kind], client, credentials[name], 0.3)
                     for _ in range(opts.rounds):
-                        for name, secret in credentials.items():
-                            per_second, cpu_ms = rate(client, secret, opts.seconds)
-                            rates[name].append(per_second)
-                            cpus[name].append(cpu_ms)
+                        for kind, name in runs:
+                            per_second, cpu_ms = rate(
+                                REQUESTS[kind], client, credentials[name], opts.seconds
+                            )
+                            rates[kind, name].append(per_second)
+                            cpus[kind, name].append(cpu_ms)
+                assert engine.store.list() == [], "validate queued a task"
             finally:
                 server.should_exit = True
                 thread.join(10)
@@ -129,12 +164,16 @@ def main() -> None:
                 verifier.close()
         finally:
             keycloak.stop(proc)
-    status = {name: round(statistics.median(r), 1) for name, r in rates.items()}
-    cpu = {name: round(statistics.median(c), 3) for name, c in cpus.items()}
-    figures["status_rps"] = status
-    figures["status_cpu_ms_per_request"] = cpu
-    figures["oidc_extra_cpu_ms_per_request"] = round(cpu["oidc"] - cpu["shared"], 3)
-    figures["key_extra_cpu_ms_per_request"] = round(cpu["key"] - cpu["shared"], 3)
+    for kind in REQUESTS:
+        per_second = {
+            name: round(statistics.median(r), 1) for (k, name), r in rates.items() if k == kind
+        }
+        cpu = {name: round(statistics.median(c), 3) for (k, name), c in cpus.items() if k == kind}
+        figures[f"{kind}_rps"] = per_second
+        figures[f"{kind}_cpu_ms_per_request"] = cpu
+        prefix = "" if kind == "status" else f"{kind}_"  # status keeps its original keys
+        figures[f"{prefix}oidc_extra_cpu_ms_per_request"] = round(cpu["oidc"] - cpu["shared"], 3)
+        figures[f"{prefix}key_extra_cpu_ms_per_request"] = round(cpu["key"] - cpu["shared"], 3)
     figures["goal_ms"] = 1.0
     figures["goal_met"] = figures["verify_us"]["p50"] < 1000 and figures["verify_us"]["cpu"] < 1000
     figures["load_1min"] = round(os.getloadavg()[0], 2)

@@ -4,17 +4,21 @@ One engine (real RunEngine, ophyd.sim devices, its key store and audit log in a 
 home) serves the module; its guard is `guard_for` reading the same variables a facility
 sets, with no shared token. Every token comes from Keycloak's password grant; the forged
 ones are Keycloak's tokens altered, never tokens signed here. Every credential handed
-out is remembered, and no log record at INFO or above may contain one.
+out is remembered, and no log record at INFO or above may contain one. Every request
+the audit log's rule covers is remembered too, and once the module's tests are done the
+audit log must hold exactly those.
 """
 
 from __future__ import annotations
 
 import base64
+import getpass
 import hashlib
 import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +26,15 @@ from pathlib import Path
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from starlette.routing import Match
 
 from runstream.producer import lineage
 from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
-from runstream.producer.engine.auth import Guard, guard_for
-from runstream.producer.engine.settings import EngineSettings
+from runstream.producer.engine.auth import Guard
+from runstream.producer.engine.identity.audit import READS
 from tests.cli_tools import run_runstream
+from tests.engine_roles import configured_guard
 from tests.engine_tasks import wait_for_task
 from tests.keycloak import (
     AUDIENCE,
@@ -50,7 +56,8 @@ COUNT = {"plan": "count", "args": [["det"]], "kwargs": {"num": 2}}
 
 @dataclass
 class Service:
-    """The engine's API, its Keycloak, and every credential the tests were given."""
+    """The engine's API, its Keycloak, every credential the tests were given and every
+    change they asked for."""
 
     client: TestClient
     engine: Engine
@@ -60,6 +67,8 @@ class Service:
     env: dict[str, str]
     docs: list[tuple[str, dict]]
     secrets: set[str] = field(default_factory=set)
+    #: (method, path, status) of each request the audit log is to record, in order.
+    changes: list[tuple[str, str, int]] = field(default_factory=list)
 
     def token(self, user: str, **how: str) -> str:
         token = self.keycloak.token(user, **how)
@@ -71,9 +80,20 @@ class Service:
         return secret
 
     def call(self, method: str, path: str, secret: str, **kwargs):
-        return self.client.request(
+        reply = self.client.request(
             method, path, headers={"Authorization": f"Bearer {secret}"}, **kwargs
         )
+        if self.audited(method, path, reply.status_code):
+            self.changes.append((method.upper(), path.split("?")[0], reply.status_code))
+        return reply
+
+    def audited(self, method: str, path: str, status: int) -> bool:
+        """The audit log's rule (identity/audit.py): any method but a read's, on a path one
+        of the app's routes takes, answered anything but 405 (refusals too)."""
+        scope = {"type": "http", "method": method.upper(), "path": path.split("?")[0]}
+        routes = self.client.app.routes  # type: ignore[attr-defined]
+        reached = any(route.matches(scope)[0] == Match.FULL for route in routes)
+        return method.upper() not in READS and reached and status != 405
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +108,7 @@ def service(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "RUNSTREAM_OIDC_JWKS_MIN_REFETCH": "5",  # the rotation test waits for it
         "RUNSTREAM_OPEN_READS": "false",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [n for n in os.environ if n.startswith("RUNSTREAM_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        settings = EngineSettings()
-        guard = guard_for(settings, None)
+    settings, guard = configured_guard(env)
     docs: list[tuple[str, dict]] = []
     engine = Engine(
         TaskStore(settings.db_path),
@@ -110,6 +124,26 @@ def service(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Ite
         engine.close()
         engine.store.close()
         guard.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def every_change_audited(service: Service) -> Iterator[None]:
+    """After the module's last test: GET /audit, read page by page, holds one entry per
+    change the tests asked for (method, path, status; refusals too) and nothing more."""
+    yield
+    assert service.changes, "the tests changed nothing: nothing to compare"
+    reader, entries, page = service.token("erik"), [], 1
+    while True:  # pages of 10: the paging is read too
+        reply = service.call("GET", "/audit", reader, params={"page": page, "size": 10})
+        assert reply.status_code == 200, reply.text
+        entries += reply.json()["entries"]
+        if not reply.json()["entries"] or len(entries) >= reply.json()["total"]:
+            break
+        page += 1
+    assert len(entries) == reply.json()["total"], (page, reply.json())
+    logged = Counter((e["method"], e["path"], e["status"]) for e in entries)
+    asked = Counter(service.changes)
+    assert logged == asked, {"not logged": asked - logged, "logged, not asked": logged - asked}
 
 
 @pytest.fixture(autouse=True)
@@ -290,6 +324,7 @@ def test_cli_key_works_until_revoked_and_only_its_hash_is_kept(service: Service)
     made = run_runstream(env, "keys", "create", "--name", "scan robot", "--scopes", "user",
                          "--expires", "1h", timeout=60)  # fmt: skip
     assert made.returncode == 0, made.stderr
+    service.changes.append(("CLI", "keys create", 201))  # the command is audited as the API is
     key = service.keep(made.stdout.strip().splitlines()[-1])
     assert key.startswith("rsk_") and key not in made.stderr
     key_id = made.stdout.split()[1]
@@ -304,11 +339,17 @@ def test_cli_key_works_until_revoked_and_only_its_hash_is_kept(service: Service)
     assert key_id in listed.stdout and key not in listed.stdout
     revoked = run_runstream(env, "keys", "revoke", key_id, timeout=60)
     assert revoked.returncode == 0, revoked.stderr
+    service.changes.append(("CLI", "keys revoke", 200))
     reply = service.call("GET", "/whoami", key)
     assert reply.status_code == 401 and reply.json()["detail"] == f"API key {key_id} was revoked"
     past = run_runstream(env, "keys", "create", "--name", "late", "--scopes", "user",
                          "--expires", "2020-01-01", timeout=60)  # fmt: skip
-    assert past.returncode != 0 and "past" in past.stderr
+    assert past.returncode != 0 and "past" in past.stderr  # refused before the store: no entry
+    cli = service.guard.audit.page(subject=f"cli:{getpass.getuser()}")[0]
+    assert [(e["path"], e["key_id"], e["via"]) for e in cli] == [
+        ("keys revoke", key_id, "cli"),
+        ("keys create", key_id, "cli"),
+    ]
 
 
 def test_api_key_from_the_api_expires_and_is_revocable(service: Service) -> None:

@@ -313,14 +313,18 @@ def test_engine_panel_lists_devices_and_reconnects_one(stack: Stack) -> None:
     assert page.inner_text("#devices-summary") == f"{up} of {len(engine_devices)} connected"
     assert "ophyd-async" in page.inner_text("[data-device=missing] .device-class")
 
-    # the engine refuses a reconnect without a token; with one it tries, and answers
+    # without an expert's token no reconnect is offered, and the engine refuses one anyway;
+    # with the token it tries, and answers
     reconnect = "[data-device=missing] button.reconnect"
-    page.click(reconnect)
+    assert page.is_hidden(reconnect)
+    page.evaluate("s => document.querySelector(s).click()", reconnect)
     page.wait_for_function("() => document.getElementById('engine-message').textContent")
     assert "missing: " in page.inner_text("#engine-message")
     assert "bearer token" in page.inner_text("#engine-message")
+    page.click("#token-details summary")
     page.fill("#token", TOKEN)
     page.click("#token-form button[type=submit]")
+    page.wait_for_selector(reconnect, state="visible")
     page.evaluate("() => { document.getElementById('engine-message').textContent = ''; "
                   "document.querySelector('[data-device=missing]').__old = true; }")  # fmt: skip
     connect = "/api/engine/devices/missing/connect"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from runstream.producer.engine.identity.roles import Identity, claim, highest, rank
+from runstream.producer.engine.auth import Guard
+from runstream.producer.engine.identity.roles import Identity, claim, highest, person, rank
 
 KEYCLOAK_CLAIMS = {
     "sub": "a283dba2",
@@ -65,3 +66,18 @@ def test_each_role_includes_those_below() -> None:
     nobody = Identity(subject="x", via="oidc", role=None)
     assert not nobody.may("observer")
     assert rank(None) < rank("observer") < rank("user") < rank("expert") < rank("admin")
+
+
+@pytest.mark.parametrize(
+    ("username", "subject"),
+    [("uma", "uma"), ("token", "oidc:token"), ("anonymous", "oidc:anonymous"),
+     ("key:robot", "oidc:key:robot"), ("cli:root", "oidc:cli:root"),
+     ("oidc:x", "oidc:oidc:x"), ("tokens", "tokens")],
+)  # fmt: skip
+def test_a_provider_user_never_takes_a_subject_the_engine_gives_others(
+    username: str, subject: str
+) -> None:
+    assert person(username) == subject
+    guard = Guard(None, open_reads=False)
+    claims = {"sub": "0c1d", "preferred_username": username, "realm_access": {"roles": ["user"]}}
+    assert guard._from_claims(claims).subject == subject

@@ -65,6 +65,24 @@ def test_a_user_submits_what_is_allowed_and_not_forbidden(service: RoleService) 
     assert queued["submitted_by"] == "key:user-key"
 
 
+def test_the_plans_listed_are_those_the_callers_role_may_submit(service: RoleService) -> None:
+    def listed(role: str | None) -> list[str]:
+        headers = service.auth(role) if role else {}
+        reply = service.client.get("/plans", headers=headers)
+        assert reply.status_code == 200, reply.text
+        return [p["name"] for p in reply.json()]
+
+    everything = sorted(service.engine.registry.plans)
+    user = listed("user")
+    assert "count" in user and "rel_scan" in user and "rel_log_scan" not in user
+    assert all(n == "count" or n.startswith("rel_") for n in user)
+    assert listed("expert") == [n for n in everything if n != "spiral"]
+    assert listed("admin") == everything  # a role without rules is not restricted
+    assert listed(None) == everything  # an open read, anonymous
+    forged = service.client.get("/plans", headers={"Authorization": "Bearer rsk_forged"})
+    assert [p["name"] for p in forged.json()] == everything  # as anonymous: the read is open
+
+
 def test_a_plan_outside_the_allowed_list_is_refused_naming_the_rule(
     service: RoleService, rules_file: Path
 ) -> None:

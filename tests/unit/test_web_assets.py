@@ -35,6 +35,15 @@ def test_pages_load_only_packaged_assets() -> None:
     assert client.get("/openapi.json").json()["paths"]
 
 
+def test_every_answer_keeps_its_referrer_and_frames_to_itself() -> None:
+    client = TestClient(create_app(RunStore(), WebSettings()))
+    for path in ("/", "/static/engine.js", "/api/runs", "/no/such/page"):
+        headers = client.get(path).headers
+        assert headers["referrer-policy"] == "no-referrer", path
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+
+
 def test_the_engine_panel_is_off_without_an_engine_url() -> None:
     client = TestClient(create_app(RunStore(), WebSettings()))
     assert client.get("/api/config").json()["engine"] is False

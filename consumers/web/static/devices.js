@@ -14,7 +14,8 @@ function row(device, reconnect) {
     el("span", { class: "device-name" }, device.name),
     el("span", { class: "device-class muted" }, device.class + (device.ophyd_async ? " · ophyd-async" : "")),
     el("span", { class: device.connected ? "device-state ok" : "device-state error" }, state),
-    el("button", { type: "button", class: "reconnect", onclick: () => reconnect(device.name) },
+    el("button", { type: "button", class: "reconnect", "data-needs": "expert",
+      onclick: () => reconnect(device.name) },
       "Reconnect"));
 }
 

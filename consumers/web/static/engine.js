@@ -1,11 +1,16 @@
-// The engine panel: queue, state, plan submission and controls, through this service's proxy.
-// It follows the engine's pushed events (relayed at /api/engine/events) rather than polling.
+// The engine panel: who you are, the state, the queue and history, plan submission and
+// controls, through this service's proxy. It follows the engine's pushed events (relayed at
+// /api/engine/events) rather than polling, and offers only what the caller's role allows.
 // The token lives only in this tab's sessionStorage and goes out in the Authorization header.
 import { el, json } from "./common.js";
 import { readEvents } from "./eventstream.js";
 import { deviceList } from "./devices.js";
+import { historyList } from "./history.js";
+import * as login from "./login.js";
+import { planForm } from "./planform.js";
+import { queueList } from "./queue.js";
 
-const KEY = "runstream.engine.token";
+const ROLES = ["observer", "user", "expert", "admin"];
 const RETRY_MS = [1000, 2000, 5000, 10000]; // waits before reconnecting, then the last again
 const REFUSED = new Set([401, 403]); // the token: no retry until another is given
 
@@ -14,10 +19,11 @@ const message = document.getElementById("engine-message");
 const tokenInput = document.getElementById("token");
 const tokenState = document.getElementById("token-state");
 const reState = document.getElementById("re-state");
-let plans = [];
+// The caller as the engine knows them (GET /whoami): subject, role, and what it allows.
+let me = { subject: null, user: false, expert: false };
 
 function headers() {
-  const token = sessionStorage.getItem(KEY);
+  const token = login.token();
   const h = { "Content-Type": "application/json" };
   if (token) h.Authorization = "Bearer " + token;
   return h;
@@ -34,9 +40,33 @@ function say(text, error) {
 }
 
 const devices = deviceList(engine, say);
+const form = planForm({ engine, say, canSubmit: () => me.user });
+const queue = queueList({ engine, say, who: () => me, onEdit: (task) => form.edit(task) });
+const history = historyList({ engine, say });
 
-function showToken() {
-  tokenState.textContent = sessionStorage.getItem(KEY) ? "token set for this tab" : "no token";
+// Who the engine says the caller is; the panel shows only what that role may use.
+async function identify() {
+  let who = null;
+  if (login.token()) {
+    try { who = await engine("/whoami"); } catch (error) { say("who you are: " + error.message, true); }
+  }
+  const allowed = new Set(who ? who.allowed : []);
+  me = { subject: who && who.subject, user: allowed.has("user"), expert: allowed.has("expert") };
+  for (const role of ROLES) panel.classList.toggle("may-" + role, allowed.has(role));
+  panel.dataset.role = who && who.role ? who.role : "none";
+  document.getElementById("who").textContent = who
+    ? (who.name || who.subject) + " · " + (who.role || "no role") : "not logged in";
+  document.getElementById("log-in").hidden = !login.canLogIn() || who !== null;
+  document.getElementById("log-out").hidden = who === null;
+  tokenState.textContent = login.token() ? "token set for this tab" : "no token";
+  queue.redraw();
+}
+
+async function useCaller() {
+  await identify();
+  form.load();
+  history.load();
+  follow(); // again, with the caller's token
 }
 
 function showState(state, detail) {
@@ -58,11 +88,6 @@ function showStatus(status) {
     (status.queue_running ? "running" : "stopped") + ", " + status.queued + " queued";
 }
 
-function showQueue(queue) {
-  document.getElementById("queue-list").replaceChildren(...queue.tasks.map((t) =>
-    el("li", { "data-task-id": t.task_id }, t.plan + " · " + t.state + " · " + t.task_id.slice(0, 8))));
-}
-
 // The status and queue, read again after an event: one read at a time, and one more when
 // events came meanwhile, so the panel ends on the engine's latest state.
 let reading = false;
@@ -73,9 +98,9 @@ async function refresh() {
   try {
     do {
       readAgain = false;
-      const [status, queue] = await Promise.all([engine("/status"), engine("/queue")]);
+      const [status, reply] = await Promise.all([engine("/status"), engine("/queue")]);
       showStatus(status);
-      showQueue(queue);
+      queue.show(reply);
     } while (readAgain);
   } catch (error) {
     readAgain = false; // the event stream says when the engine is back
@@ -94,6 +119,7 @@ function onEvent(name, data) {
   } else if (name === "engine") showState(data.state); // the RunEngine's state changed
   else if (name !== "task" && name !== "queue" && name !== "control") return; // runs: the list
   refresh();
+  if (name === "task" || name === "queue") history.load(); // a task may have ended or gone
 }
 
 // The event stream, kept open: reconnects after a pause when the engine goes away.
@@ -117,51 +143,6 @@ async function follow() {
   }
 }
 
-function fields(plan) {
-  const host = document.getElementById("plan-fields");
-  document.getElementById("plan-description").textContent = plan ? plan.description : "";
-  if (!plan) { host.replaceChildren(); return; }
-  const required = new Set(plan.schema.required || []);
-  host.replaceChildren(...Object.entries(plan.schema.properties || {}).map(([name, schema]) =>
-    el("label", { class: "field" }, name + (required.has(name) ? " *" : ""),
-      el("input", { name, "data-param": name, placeholder: schema.default !== undefined
-        ? JSON.stringify(schema.default) : (schema.description || schema.type || "JSON or text"),
-        title: "a JSON value (number, list, \"text\") or plain text" }))));
-}
-
-async function loadPlans() {
-  try {
-    plans = await engine("/plans");
-  } catch (error) {
-    say("plans: " + error.message, true);
-    return;
-  }
-  const select = document.getElementById("plan");
-  const chosen = select.value;
-  select.replaceChildren(...plans.map((p) => el("option", { value: p.name }, p.name)));
-  if (chosen) select.value = chosen;
-  if (select.value !== chosen) fields(plans.find((p) => p.name === select.value)); // keep typed values
-}
-
-function value(text) {
-  try { return JSON.parse(text); } catch (e) { return text; }
-}
-
-async function submit(e) {
-  e.preventDefault();
-  const kwargs = {};
-  for (const input of document.querySelectorAll("#plan-fields input")) {
-    if (input.value.trim() !== "") kwargs[input.dataset.param] = value(input.value.trim());
-  }
-  const plan = document.getElementById("plan").value;
-  try {
-    const task = await engine("/tasks", "POST", { plan, kwargs });
-    say("queued " + plan + " as task " + task.task_id + " (position " + task.position + ")");
-  } catch (error) {
-    say(plan + ": " + error.message, true);
-  }
-}
-
 async function control(action) {
   try {
     const status = await engine("/control/" + action, "POST");
@@ -171,29 +152,56 @@ async function control(action) {
   }
 }
 
-function start() {
+async function queueAction(action) {
+  try {
+    const status = await engine("/queue/" + action, "POST");
+    say("queue " + (status.queue_running ? "running" : "stopped"));
+  } catch (error) {
+    say("queue " + action + ": " + error.message, true);
+  }
+}
+
+async function deviceNames() {
+  try {
+    const names = (await engine("/devices")).map((d) => el("option", { value: d.name }));
+    document.getElementById("device-names").replaceChildren(...names);
+  } catch (error) { /* the device list says why */ }
+}
+
+async function start() {
   panel.hidden = false;
+  login.whenLost((why) => { say(why, true); identify(); });
   document.getElementById("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    if (tokenInput.value) sessionStorage.setItem(KEY, tokenInput.value);
+    if (tokenInput.value) login.useToken(tokenInput.value);
     tokenInput.value = "";
-    showToken();
-    loadPlans();
-    follow(); // again, with the token
+    document.getElementById("token-details").open = false;
+    useCaller();
   });
   document.getElementById("forget-token").addEventListener("click", () => {
-    sessionStorage.removeItem(KEY);
-    showToken();
+    login.forget();
+    useCaller();
   });
-  document.getElementById("plan").addEventListener("change", (e) =>
-    fields(plans.find((p) => p.name === e.target.value)));
-  document.getElementById("plan-form").addEventListener("submit", submit);
-  for (const button of document.querySelectorAll("#controls button")) {
+  document.getElementById("log-in").addEventListener("click", () => login.logIn());
+  document.getElementById("log-out").addEventListener("click", () => {
+    if (!login.logOut()) useCaller(); // else the provider's logout page takes over
+  });
+  for (const button of document.querySelectorAll("#controls [data-action]")) {
     button.addEventListener("click", () => control(button.dataset.action));
   }
-  showToken();
-  loadPlans();
-  follow();
+  for (const button of document.querySelectorAll("#controls [data-queue]")) {
+    button.addEventListener("click", () => queueAction(button.dataset.queue));
+  }
+  const returned = await login.finishLogIn(); // back from the provider's login page?
+  if (returned) say(returned, true);
+  login.resume();
+  try {
+    await login.discover();
+  } catch (error) {
+    say("the login provider did not answer: " + error.message, true);
+  }
+  deviceNames();
+  await useCaller();
 }
 
 if ((await json("/api/config")).engine) start(); // else a read-only view

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import logging
 import re
+import socket
 import time
 
 from .roles import ROLES
@@ -65,18 +67,42 @@ def expiry(text: str | None, now: float | None = None) -> float | None:
     return when.timestamp()
 
 
-def _store():  # -> KeyStore (imported late: `runstream --help` stays fast)
+def _settings():  # -> EngineSettings (imported late: `runstream --help` stays fast)
     from pydantic import ValidationError
 
     from runstream.schemas import CommandError
 
     from ..settings import EngineSettings
+
+    try:
+        return EngineSettings()
+    except (ValidationError, ValueError) as exc:
+        raise CommandError(f"cannot read the engine's settings: {exc}") from None
+
+
+def _store():  # -> KeyStore
+    from runstream.schemas import CommandError
+
     from .keys import KeyStore
 
     try:
-        return KeyStore(EngineSettings().keys_path)
-    except (ValidationError, ValueError, OSError) as exc:
+        return KeyStore(_settings().keys_path)
+    except (ValueError, OSError) as exc:
         raise CommandError(f"cannot open the API key store: {exc}") from None
+
+
+def _audit(action: str, key_id: str, status: int) -> None:
+    """A key issued or revoked here is in the engine's audit log too, as the API's are: by
+    the machine's user, ``via`` cli (the engine sees these the next time it reads the log)."""
+    from .audit import AuditLog
+
+    log = AuditLog(_settings().audit_path)
+    try:
+        log.record(subject=f"cli:{getpass.getuser()}", via="cli", method="CLI",
+                   path=f"keys {action}", key_id=key_id, status=status,
+                   client=socket.gethostname())  # fmt: skip
+    finally:
+        log.close()
 
 
 def _when(stamp: float | None) -> str:
@@ -97,6 +123,7 @@ def create(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     finally:
         store.close()
+    _audit("create", record["key_id"], 201)
     print(
         f"key_id   {record['key_id']}\nname     {record['name']}\n"
         f"scopes   {' '.join(record['scopes'])}\nexpires  {_when(record['expires'])}\n"
@@ -133,5 +160,6 @@ def revoke(args: argparse.Namespace) -> int:
         raise CommandError(str(exc)) from None
     finally:
         store.close()
+    _audit("revoke", record["key_id"], 200)
     print(f"revoked {record['key_id']} ({record['name']}) at {_when(record['revoked'])}")
     return 0

@@ -149,6 +149,13 @@ class Permissions:
         logger.info("permissions reloaded from %s", self.path)
         return self.rules
 
+    def offers(self, identity: Identity | None, plan: str) -> bool:
+        """Whether ``identity`` may submit ``plan`` at all (its devices aside): what
+        ``GET /plans`` lists for them, so a form never offers a plan that would be refused."""
+        role = identity.role if identity is not None else None
+        found = self.rules.roles.get(role) if role is not None else None
+        return found is None or found.refusal("plans", [plan], "") is None
+
     def check(
         self,
         identity: Identity | None,

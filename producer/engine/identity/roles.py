@@ -39,6 +39,20 @@ def highest(names: Iterable[str], prefix: str = "") -> Role | None:
     return found
 
 
+#: Subjects the engine gives callers who are not a provider's people: the shared token,
+#: no credential, API keys (``key:``) and `runstream keys` (``cli:``).
+RESERVED = ("token", "anonymous")
+RESERVED_PREFIXES = ("key:", "cli:", "oidc:")
+
+
+def person(username: str) -> str:
+    """A provider's user name as a subject, never one the engine gives others: a user
+    named ``token`` or ``key:robot`` is recorded as ``oidc:token``, ``oidc:key:robot``."""
+    if username in RESERVED or username.startswith(RESERVED_PREFIXES):
+        return f"oidc:{username}"
+    return username
+
+
 def claim(claims: dict[str, Any], path: str) -> list[str]:
     """The names at a dotted ``path`` of the claims: a list, or one string; [] if absent."""
     value: Any = claims

@@ -27,12 +27,15 @@ class WhoAmI(BaseModel):
 
 
 class AuthConfig(BaseModel):
-    """Where callers get tokens the engine accepts (for `runstream login`)."""
+    """Where callers get tokens the engine accepts (`runstream login`, the web view's login)."""
 
     issuer: str = Field(description="The OIDC provider's issuer URL")
     audience: str = Field(description="The audience the engine's tokens must name")
     cli_client_id: str | None = Field(
         description="The provider's public client for the CLI's device login; null: none"
+    )
+    web_client_id: str | None = Field(
+        None, description="The provider's public client for the web view's login; null: none"
     )
 
 
@@ -41,7 +44,7 @@ class KeyRequest(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     scopes: list[Role] = Field(min_length=1, max_length=len(ROLES))
     expires_in: float | None = Field(
-        None, gt=0, le=10 * 365 * 86400, description="Seconds until it expires; null: never"
+        None, ge=1, le=10 * 365 * 86400, description="Seconds until it expires; null: never"
     )
 
 
@@ -81,14 +84,17 @@ class AuditEntry(BaseModel):
     time: float = Field(description="When it was answered (Unix time)")
     subject: str = Field(description="Who: the caller's subject, or anonymous")
     role: Role | None
-    via: str | None = Field(description="token, oidc or key; null: anonymous")
-    method: str
-    path: str
+    via: str | None = Field(
+        description="token, oidc or key; cli: `runstream keys` on the engine's machine; "
+        "null: anonymous"
+    )
+    method: str = Field(description="The HTTP method, or CLI")
+    path: str = Field(description="The request's path, or the command (keys create)")
     task_id: str | None = Field(description="The task(s) it concerns, space-separated")
     key_id: str | None = Field(description="The API key it concerns")
     status: int = Field(description="The answer's status code")
     detail: str | None = Field(description="Why it was refused, for an error answer")
-    client: str | None = Field(description="The client's address")
+    client: str | None = Field(description="The client's address (cli: the host's name)")
 
 
 class AuditPage(BaseModel):
@@ -133,7 +139,7 @@ def add_identity_routes(app: FastAPI, guard: Guard) -> None:
 
     @app.post(
         "/keys", tags=["identity"], dependencies=admin, status_code=201,
-        responses=answers(401, 403, 422),
+        responses=answers(400, 401, 403, 413, 422),
     )  # fmt: skip
     def issue_key(request: KeyRequest, http: Request) -> KeyIssued:
         """A new API key; the answer is the only place it is ever shown."""
@@ -172,6 +178,7 @@ def add_login_routes(app: FastAPI, guard: Guard) -> None:
             issuer=guard.oidc.issuer,
             audience=guard.oidc.audience,
             cli_client_id=guard.cli_client_id,
+            web_client_id=guard.web_client_id,
         )
 
 

@@ -33,6 +33,11 @@ class IdentitySettings(BaseSettings):
         description="The provider's public client with the device grant that `runstream "
         "login` uses (GET /auth/config names it); unset: no CLI login.",
     )
+    oidc_web_client_id: str | None = Field(
+        None,
+        description="The provider's public client with the authorization-code flow (PKCE) "
+        "that the web view's engine panel logs in with; unset: the panel takes a pasted token.",
+    )
     oidc_algorithms: list[str] = Field(
         default_factory=lambda: ["RS256"], description="Accepted signature algorithms."
     )
