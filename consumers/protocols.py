@@ -1,11 +1,14 @@
 """What the runtime expects of the code it runs, as protocols (duck-typed).
 
 A *factory* has event-model RunRouter's signature; any existing RunRouter
-factory works unchanged. A callback may add two optional hooks, which
+factory works unchanged. A callback may add three optional hooks, which
 `callback.RunCallback` declares for runstream's own callbacks:
 
 * ``tick()``: called from the consumer thread every ``tick_interval`` (also when
   no message arrives), for time-based work: closing batches, throttled redraws.
+* ``caught_up()``: called when a poll finds nothing more after messages came: what
+  a callback holds back for a batch need wait no longer for one (a replay's end, a
+  slow live run), so it can write it at once rather than on a later ``tick``.
 * ``abandon(reason)``: called when the runtime drops the run without having seen
   its stop document (partition revoked, shutdown, idle timeout); nothing more
   comes to the callback after it.
@@ -24,6 +27,11 @@ Factory = Callable[[str, Mapping[str, Any]], tuple[list[Callback], list[SubFacto
 @runtime_checkable
 class Ticking(Protocol):
     def tick(self) -> None: ...
+
+
+@runtime_checkable
+class CatchingUp(Protocol):
+    def caught_up(self) -> None: ...
 
 
 @runtime_checkable

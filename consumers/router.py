@@ -22,7 +22,7 @@ from typing import Any
 from runstream.schemas.errors import RunstreamError
 
 from .metrics import ConsumerMetrics
-from .protocols import Abandonable, Callback, Factory, SubFactory, Ticking
+from .protocols import Abandonable, Callback, CatchingUp, Factory, SubFactory, Ticking
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ class Run:
 
     def tickers(self) -> list[Ticking]:
         return [c for c in self.all_callbacks() if isinstance(c, Ticking)]
+
+    def catching_up(self) -> list[CatchingUp]:
+        return [c for c in self.all_callbacks() if isinstance(c, CatchingUp)]
 
     def abandoners(self) -> list[Abandonable]:
         return [c for c in self.all_callbacks() if isinstance(c, Abandonable)]
@@ -196,13 +199,20 @@ class Router:
         self.metrics.open_runs.set(len(self.runs))
 
     def tick(self) -> None:
+        self._each("tick", Run.tickers)
+
+    def caught_up(self) -> None:
+        """Nothing more to read for now: each open run's callbacks may write what waits."""
+        self._each("caught_up", Run.catching_up)
+
+    def _each(self, hook: str, having: Callable[[Run], list[Any]]) -> None:
         for run in list(self.runs.values()):
-            for callback in run.tickers():
+            for callback in having(run):
                 try:
-                    callback.tick()
+                    getattr(callback, hook)()
                 except Exception:
                     self.metrics.callback_errors.inc()
-                    log.exception("run %s: tick of %r failed", run.uid, callback)
+                    log.exception("run %s: %s of %r failed", run.uid, hook, callback)
 
     def idle_runs(self, timeout: float) -> list[str]:
         now = self.clock()

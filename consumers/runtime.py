@@ -123,9 +123,15 @@ class Runtime:
         log.info("consuming %s in group %s from %s", ", ".join(subscription), s.group,
                  s.kafka.bootstrap)  # fmt: skip
         next_tick = next_commit = next_idle = next_lag = 0.0
+        reading = False  # messages came since the last poll that found none
         try:
             while not self._stop.is_set():
                 fetched = self.consumer.consume(s.batch_size, timeout=min(0.1, s.tick_interval))
+                if fetched:
+                    reading = True
+                elif reading:  # caught up: what waits for a batch need not wait for a tick
+                    reading = False
+                    self.router.caught_up()
                 messages = self.order.arrange(fetched)
                 self._polled = True
                 if any(msg.error() is None for msg in messages):

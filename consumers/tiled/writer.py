@@ -216,10 +216,20 @@ class RunWriter(RunCallback):
     # -- runtime hooks ------------------------------------------------------------
 
     def tick(self) -> None:
+        self._flush_waiting(self.max_latency)
+
+    def caught_up(self) -> None:
+        """Nothing more to read for now: what waits is written at once. A replay's last
+        batch and a slow live run's rows do not wait ``max_latency`` for more that is
+        not coming; a busy consumer (a poll always finds messages) batches as before."""
+        self._flush_waiting(0.0)
+
+    def _flush_waiting(self, at_least: float) -> None:
+        """Flush each stream whose oldest waiting row or frame is ``at_least`` s old."""
         now = time.monotonic()
         for stream in self.by_name.values():
             waiting = stream.pending or self.external.pending(stream.name)
-            if waiting and now - stream.oldest >= self.max_latency:
+            if waiting and now - stream.oldest >= at_least:
                 self._flush(stream)
 
     def abandon(self, reason: str) -> None:

@@ -119,9 +119,11 @@ def readable(tiled: httpx.Client, path: str, frames: int) -> bool:
 
 
 def run_writer(write: Callable[[str, dict], None], tick: Callable[[], None], docs: Documents,
-               tiled: httpx.Client, catalog: str, live_wait: float) -> dict:  # fmt: skip
-    """Replay ``docs`` into ``write``, ticking it on the runtime's interval; then wait for the
-    last frame to be readable, ticking, at most ``live_wait`` s before the stop is sent."""
+               tiled: httpx.Client, catalog: str, live_wait: float,
+               caught_up: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
+    """Replay ``docs`` into ``write``, ticking it on the runtime's interval; once all are
+    handed over, ``caught_up`` (the runtime's poll then finds nothing more); then wait for
+    the last frame to be readable, ticking, at most ``live_wait`` s before the stop is sent."""
     uid, frames = docs[0][1]["uid"], len(docs) - 4
     path = f"{catalog}/{uid}/primary/{DATA_KEY}"
     *body, stop = docs
@@ -137,6 +139,7 @@ def run_writer(write: Callable[[str, dict], None], tick: Callable[[], None], doc
             tick()
             next_tick = time.perf_counter() + TICK_INTERVAL
     handed_over = time.perf_counter()
+    caught_up()
     stopped_at = None
     while not readable(tiled, path, frames):
         now = time.perf_counter()
@@ -213,7 +216,7 @@ def main() -> None:
         tiled = httpx.Client(base_url=url, headers={"Authorization": f"Apikey {key}"})
         ours = service_router(tiled_factory(connect_catalog(url, key, "ours")))
         out["ours"] = run_writer(ours, ours.tick, renamed(template), tiled, "ours",
-                                 args.live_wait)  # fmt: skip
+                                 args.live_wait, ours.caught_up)  # fmt: skip
         connect_catalog(url, key, "reference")
         ref = TiledWriter(from_uri(url, api_key=key)["reference"])
         out["tiledwriter"] = run_writer(ref, lambda: None, renamed(template), tiled,

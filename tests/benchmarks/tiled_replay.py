@@ -32,7 +32,8 @@ def local_tiled(home: Path) -> Iterator[tuple[str, str]]:
 
 class ServiceRouter:
     """Our service's own router (`consumers.router`), fed as the runtime feeds it: each
-    document with its run's key and sequence number; `tick` as the runtime's loop ticks."""
+    document with its run's key and sequence number; `tick` as the runtime's loop ticks,
+    `caught_up` when its poll finds nothing more."""
 
     def __init__(self, factory: Callable) -> None:
         self.router = Router([factory], ConsumerMetrics(), time.monotonic)
@@ -49,6 +50,9 @@ class ServiceRouter:
 
     def tick(self) -> None:
         self.router.tick()
+
+    def caught_up(self) -> None:
+        self.router.caught_up()
 
 
 def service_router(factory: Callable) -> ServiceRouter:

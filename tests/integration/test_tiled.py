@@ -180,13 +180,15 @@ def test_killed_writer_and_a_second_replay_write_rows_once(
 
 
 def test_rows_of_a_live_run_become_readable(kafka_bootstrap, new_topic, tiled_server, tmp_path):
+    """The run held open after 8 events: once the consumer has read them and finds nothing
+    more, they are written, though ``max_latency`` (an hour here) would never come."""
     topic = new_topic(partitions=1)
     name = unique_prefix("cat")
     catalog = connect_catalog(tiled_server.url, tiled_server.api_key, name)
     go_on = threading.Event()
     publisher = KafkaPublisher(topic, kafka_bootstrap, tmp_path / "outbox", partitions=1)
     RE, emitted = _engine(publisher, threaded=True)
-    with running(settings(kafka_bootstrap, topic), [tiled_factory(catalog, max_latency=0.3)]):
+    with running(settings(kafka_bootstrap, topic), [tiled_factory(catalog, max_latency=3600)]):
         plan = gated_run(12, 8, go_on)
         engine = threading.Thread(target=lambda: RE(plan))
         engine.start()

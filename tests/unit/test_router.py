@@ -36,6 +36,7 @@ class Recorder:
         self.docs: list[tuple[str, dict]] = []
         self.abandoned: list[str] = []
         self.ticks = 0
+        self.catch_ups = 0
 
     def __call__(self, name: str, doc: dict) -> None:
         self.docs.append((name, doc))
@@ -45,6 +46,9 @@ class Recorder:
 
     def tick(self) -> None:
         self.ticks += 1
+
+    def caught_up(self) -> None:
+        self.catch_ups += 1
 
 
 def _router(*factories) -> tuple[Router, ConsumerMetrics]:
@@ -167,9 +171,25 @@ def test_abandon_and_tick_hooks() -> None:
     router, _ = _router(lambda name, start: ([recorder], []))
     router.route("p", "R", 0, "start", {"uid": "R", "time": 0})
     router.tick()
+    router.caught_up()
+    router.caught_up()
     router.abandon("R", "idle: 5 s")
-    assert recorder.ticks == 1 and recorder.abandoned == ["idle: 5 s"]
+    assert recorder.ticks == 1 and recorder.catch_ups == 2
+    assert recorder.abandoned == ["idle: 5 s"]
     assert router.runs == {}
+
+
+def test_a_failing_hook_is_counted_and_the_other_runs_still_get_theirs() -> None:
+    class Failing(Recorder):
+        def caught_up(self) -> None:
+            raise RuntimeError("boom")
+
+    failing, fine = Failing(), Recorder()
+    router, metrics = _router(lambda name, start: ([failing if start["uid"] == "A" else fine], []))
+    router.route("p", "A", 0, "start", {"uid": "A", "time": 0})
+    router.route("p", "B", 0, "start", {"uid": "B", "time": 0})
+    router.caught_up()
+    assert fine.catch_ups == 1 and metrics.callback_errors._value.get() == 1
 
 
 def test_a_plain_function_is_a_callback_without_hooks() -> None:
@@ -180,6 +200,7 @@ def test_a_plain_function_is_a_callback_without_hooks() -> None:
     for e in outer[:3]:
         _send(router, e)
     router.tick()
+    router.caught_up()
     router.abandon(outer[0][0], "shutdown")
     assert got == [n for _, n, _, _ in outer[:3]] and router.runs == {}
     assert metrics.callback_errors._value.get() == 0
