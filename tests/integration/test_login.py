@@ -14,7 +14,6 @@ import logging
 import os
 import stat
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -22,18 +21,17 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from runstream.producer import lineage
 from runstream.producer.engine import Engine, PlanRegistry, TaskStore
 from runstream.producer.engine.app import create_app
-from runstream.producer.engine.auth import TokenGuard, guard_for
+from runstream.producer.engine.auth import TokenGuard
 from runstream.producer.engine.identity import logins
 from runstream.producer.engine.identity.login import device_login, discover
-from runstream.producer.engine.settings import EngineSettings
 from tests.cli_tools import RUNSTREAM, Output, run_runstream
+from tests.engine_fuzzing import serving
+from tests.engine_roles import configured_guard
 from tests.engine_tasks import wait_for_task
-from tests.kafka_tools import free_port
 from tests.keycloak import AUDIENCE, CLIENT, SHORT_CLIENT, Keycloak, assert_nothing_secret_in
 from tests.keycloak_pages import approve_device
 from tests.waiting import eventually, process_ended
@@ -57,16 +55,6 @@ class Engines:
         return {**env, "XDG_STATE_HOME": str(state)}
 
 
-def _serve(app, stack: list) -> str:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(),
-                                           log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    stack.append((server, thread))
-    eventually(lambda: server.started, 60, "the engine to serve")
-    return f"http://127.0.0.1:{server.config.port}"
-
-
 @pytest.fixture(scope="module")
 def engines(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engines]:
     home = tmp_path_factory.mktemp("login-engine")
@@ -78,24 +66,17 @@ def engines(keycloak: Keycloak, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     engine = Engine(TaskStore(home / "tasks.db"), PlanRegistry.default(), preprocessors=[lineage])
     engine.start()
-    stack: list = []
-    with pytest.MonkeyPatch.context() as patch:
-        for name in [n for n in os.environ if n.startswith("RUNSTREAM_")]:
-            patch.delenv(name)
-        for name, value in env.items():
-            patch.setenv(name, value)
-        guard = guard_for(EngineSettings(), None)
-        no_client = _serve(create_app(engine, guard), stack)
-        patch.setenv("RUNSTREAM_OIDC_CLI_CLIENT_ID", CLIENT)
-        with_client = guard_for(EngineSettings(), None)
-        url = _serve(create_app(engine, with_client), stack)
-    plain = _serve(create_app(engine, TokenGuard("the shared token", open_reads=True)), stack)
+    _, guard = configured_guard(env)
+    _, with_client = configured_guard({**env, "RUNSTREAM_OIDC_CLI_CLIENT_ID": CLIENT})
+    plain = TokenGuard("the shared token", open_reads=True)
     try:
-        yield Engines(url, no_client, plain, home)
+        with (
+            serving(create_app(engine, with_client)) as url,
+            serving(create_app(engine, guard)) as no_client,
+            serving(create_app(engine, plain)) as plain_url,
+        ):
+            yield Engines(url, no_client, plain_url, home)
     finally:
-        for server, thread in stack:
-            server.should_exit = True
-            thread.join(30)
         engine.close()
         engine.store.close()
         guard.close()
