@@ -160,13 +160,21 @@ def write_external(run: RunTarget, parent: Container, array: ExternalArray,
                                access_tags=run.access_tags),
             f"register external {array.data_key}",
         )  # fmt: skip
-        array.data_source_id = run.call(
+        array.data_source_id = registered_id(array.node) or run.call(
             lambda: array.node.data_sources()[0].id, f"read external {array.data_key}"
         )
         return
     source.id = array.data_source_id
     node = array.node
     run.call(lambda: put_data_source(node, source, patch), f"extend external {array.data_key}")
+
+
+def registered_id(node: BaseClient) -> int | None:
+    """The id Tiled gave the node's data source, as its answer to the registration carries
+    it (tiled's client keeps that answer): no request to read it back."""
+    sources = node.item.get("attributes", {}).get("data_sources") or []
+    source_id = sources[0].get("id") if len(sources) == 1 else None
+    return source_id if isinstance(source_id, int) else None
 
 
 def put_data_source(node: BaseClient, source: DataSource, patch: Patch | None) -> None:

@@ -10,6 +10,12 @@ against TiledWriter with ``batch_size=1`` subscribed to the RunEngine (its advic
 for live data). For live: how far behind the newest event Tiled's rows are
 (polled every 0.1 s) and what each costs the RunEngine.
 
+Replay also says where the time went: the CPU seconds of the writer's process and of the
+Tiled server. Both writers send the server the same requests (a run: its container, the
+stream's, the table, one append, the stop, three closes), so the server's seconds are a floor
+under any writer that sends them one at a time: ``replay_speedup_if_server_bound`` is
+TiledWriter's time over that floor.
+
 Run: python tests/benchmarks/bench_tiled.py [--bootstrap B] -> one JSON line.
 Starts its own Tiled server in a temporary directory.
 """
@@ -39,7 +45,7 @@ from runstream.kafka import KafkaSettings
 from runstream.producer import KafkaPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script
-from tests.benchmarks.tiled_replay import local_tiled, replay, service_router
+from tests.benchmarks.tiled_replay import local_tiled, replay_costs, service_router
 from tests.waiting import eventually
 
 
@@ -138,6 +144,10 @@ def live(catalog_name: str, url: str, key: str, events: int, writer: str, bootst
             "lag_max_s": round(max(lags), 2) if lags else None}  # fmt: skip
 
 
+def rounded(figures: dict[str, float]) -> dict[str, float]:
+    return {key: round(value, 2) for key, value in figures.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
@@ -149,10 +159,13 @@ def main() -> None:
         template = record(args.events)
         backlog = [renamed(template) for _ in range(args.runs)]
         ours = connect_catalog(url, key, "ours")
-        ours_s = replay(service_router(tiled_factory(ours, batch_rows=10_000)), backlog)
+        ours_cost = replay_costs(service_router(tiled_factory(ours, batch_rows=10_000)), backlog,
+                                 Path(tmp))  # fmt: skip
         connect_catalog(url, key, "reference")
         reference = TiledWriter(from_uri(url, api_key=key)["reference"])
-        ref_s = replay(reference, [renamed(template) for _ in range(args.runs)])
+        ref_cost = replay_costs(reference, [renamed(template) for _ in range(args.runs)],
+                                Path(tmp))  # fmt: skip
+        ours_s, ref_s = ours_cost["wall_s"], ref_cost["wall_s"]
         connect_catalog(url, key, "live-ours")
         connect_catalog(url, key, "live-reference")
         live_ours = live("live-ours", url, key, args.live_events, "ours", args.bootstrap,
@@ -166,6 +179,9 @@ def main() -> None:
         "replay_events_per_s_ours": round(events / ours_s),
         "replay_events_per_s_tiledwriter": round(events / ref_s),
         "replay_speedup": round(ref_s / ours_s, 1),
+        "replay_cpu_s": {"ours": rounded(ours_cost), "tiledwriter": rounded(ref_cost)},
+        # a writer costing nothing itself, sending the same requests one at a time
+        "replay_speedup_if_server_bound": round(ref_s / ours_cost["tiled_server_cpu_s"], 1),
         "live_events": args.live_events,
         "live_ours_via_kafka": live_ours,
         "live_tiledwriter_batch_size_1": live_ref,

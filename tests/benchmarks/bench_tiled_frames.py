@@ -10,11 +10,13 @@ with ``batch_size=1`` (its advice for live data: one request per datum, slow) wr
 of ``--batch-size-1-frames`` frames over a file of its own (Tiled reads a file as holding
 the frames registered).
 
-Measured for each: ``stream_datum`` documents registered per second (from the first datum
-handed over to every frame readable from Tiled), and the time from the last datum handed
-over to the last frame being readable (the array node's shape says every frame and reading
-the last frame works), the run still open; a writer that has not made it readable after
-``--live-wait`` seconds gets its stop, and the time is still taken from the last datum.
+Each writer writes ``--repeat`` runs, interleaved with the other's; each figure is the
+median over its runs. Measured for each run: ``stream_datum`` documents registered per
+second (from the first datum handed over to every frame readable from Tiled), and the time
+from the last datum handed over to the last frame being readable (the array node's shape
+says every frame and reading the last frame works), the run still open; a writer that has
+not made it readable after ``--live-wait`` seconds gets its stop, and the time is still taken
+from the last datum.
 ``handed_over_per_s`` is what a writer's calls cost its caller (for TiledWriter, the
 RunEngine it is subscribed to). With ``--bootstrap``, also what the documents cost a
 RunEngine with runstream: KafkaPublisher's call per document.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -166,6 +169,16 @@ def run_writer(write: Callable[[str, dict], None], tick: Callable[[], None], doc
     }
 
 
+def medians(runs: list[dict]) -> dict:
+    """Each figure's median over the repeats (this machine's spells of load vary a writer's
+    rate by half), each repeat's rate beside it."""
+    figures = {key: statistics.median(run[key] for run in runs) for key, value in runs[0].items()
+               if isinstance(value, (int, float)) and not isinstance(value, bool)}  # fmt: skip
+    return {**{key: round(value, 3) for key, value in figures.items()},
+            "readable_before_stop": all(run["readable_before_stop"] for run in runs),
+            "stream_datum_per_s_each": [run["stream_datum_per_s"] for run in runs]}  # fmt: skip
+
+
 def engine_cost(docs: Documents, bootstrap: str, tmp: Path) -> dict:
     """What the documents cost the RunEngine's thread with runstream: KafkaPublisher's call
     per document (the writer runs elsewhere). TiledWriter's cost, subscribed in-process, is
@@ -200,6 +213,12 @@ def main() -> None:
         "request per datum: slow); 0 leaves it out",
     )
     parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per writer, interleaved; the figures are their medians",
+    )
+    parser.add_argument(
         "--bootstrap",
         default=None,
         help="a broker: also measure what the documents cost the RunEngine",
@@ -215,12 +234,15 @@ def main() -> None:
         template = make_documents(path, args.frames)
         tiled = httpx.Client(base_url=url, headers={"Authorization": f"Apikey {key}"})
         ours = service_router(tiled_factory(connect_catalog(url, key, "ours")))
-        out["ours"] = run_writer(ours, ours.tick, renamed(template), tiled, "ours",
-                                 args.live_wait, ours.caught_up)  # fmt: skip
         connect_catalog(url, key, "reference")
         ref = TiledWriter(from_uri(url, api_key=key)["reference"])
-        out["tiledwriter"] = run_writer(ref, lambda: None, renamed(template), tiled,
-                                        "reference", args.live_wait)  # fmt: skip
+        results: dict[str, list[dict]] = {"ours": [], "tiledwriter": []}
+        for _ in range(args.repeat):  # interleaved: a slow spell of the machine hits both
+            results["ours"].append(run_writer(ours, ours.tick, renamed(template), tiled, "ours",
+                                              args.live_wait, ours.caught_up))  # fmt: skip
+            results["tiledwriter"].append(run_writer(ref, lambda: None, renamed(template), tiled,
+                                                     "reference", args.live_wait))  # fmt: skip
+        out.update({writer: medians(runs) for writer, runs in results.items()})
         if args.batch_size_1_frames:
             connect_catalog(url, key, "reference-1")
             ref1 = TiledWriter(from_uri(url, api_key=key)["reference-1"], batch_size=1)

@@ -1,9 +1,12 @@
 """What the Tiled writer benchmarks share: a local Tiled server for the run of a script, and
 recorded documents replayed into a writer as ``runstream consume tiled`` feeds it (Kafka
-left out), so that scalar and frame figures are taken the same way."""
+left out), so that scalar and frame figures are taken the same way; and what a replay costs
+this process and the Tiled server, apart."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -66,3 +69,20 @@ def replay(router: Callable[[str, dict], None], backlog: Iterable[Documents]) ->
         for name, doc in run:
             router(name, doc)
     return time.perf_counter() - began
+
+
+def server_cpu_s(home: Path) -> float:
+    """CPU seconds the local Tiled server under ``home`` has used so far (Linux's /proc)."""
+    pid = json.loads((home / "tiled" / "server.json").read_text())["pid"]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def replay_costs(router: Callable[[str, dict], None], backlog: Iterable[Documents],
+                 home: Path) -> dict[str, float]:  # fmt: skip
+    """`replay`'s seconds, and the CPU seconds it cost the writer's process (every thread)
+    and the Tiled server under ``home``: where the time went."""
+    server, client = server_cpu_s(home), time.process_time()
+    wall = replay(router, backlog)
+    return {"wall_s": wall, "writer_cpu_s": time.process_time() - client,
+            "tiled_server_cpu_s": server_cpu_s(home) - server}  # fmt: skip
