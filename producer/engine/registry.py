@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import inspect
 import logging
+import types
 import typing
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 Plan = Generator[Any, Any, Any]
 #: Parameters the engine supplies itself; never part of a request.
 INJECTED = ("hw",)
+#: Start-document keys the RunEngine or the engine set; a request's ``md`` may not: the run's
+#: task and submitter are the engine's record, and ``uid``/``time`` would fail the run.
+ENGINE_METADATA = frozenset({"uid", "time", "task_id", "submitted_by", "run_key", "parent_uid"})
 POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 DEVICE_SCHEMA: dict[str, Any] = {
     "description": "device name, list of device names, or (in scans) numbers",
@@ -59,6 +63,18 @@ def _summary(obj: Any) -> str:
 def _mentions(annotation: Any, names: tuple[str, ...]) -> bool:
     text = annotation if isinstance(annotation, str) else repr(annotation)
     return any(n in text for n in names)
+
+
+def _named_values(annotation: Any) -> bool:
+    """A JSON object of named values, optional or not (bluesky's ``md: dict[str, Any] |
+    None``): its strings are values, not device names, though the hint mentions ``Any``."""
+    members = [annotation]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return bool(members) and all(
+        typing.get_origin(m) in (dict, Mapping) and typing.get_args(m)[:1] == (str,)
+        for m in members
+    )
 
 
 @dataclass
@@ -115,8 +131,9 @@ class PlanEntry:
             if _mentions(annotation, ("Callable",)):
                 entry.hidden.add(p.name)  # functions cannot cross the API
                 continue
-            devices = annotation is inspect.Parameter.empty or _mentions(
-                annotation, ("Readable", "Movable", "Device", "Any")
+            devices = annotation is inspect.Parameter.empty or (
+                _mentions(annotation, ("Readable", "Movable", "Device", "Any"))
+                and not _named_values(annotation)
             )
             adapter = None
             if annotation is not inspect.Parameter.empty and not devices:
@@ -214,6 +231,9 @@ class PlanRegistry:
         missing = [p.name for p in entry.parameters if p.required and p.name not in bound.arguments]
         if missing:
             raise RequestError(f"plan {plan!r}: missing required argument {missing[0]!r}")
+        taken = sorted(set(kwargs.get("md") or ()) & ENGINE_METADATA)
+        if taken and isinstance(kwargs["md"], dict):
+            raise RequestError(f"plan {plan!r}: argument 'md': {taken[0]!r} is set by the engine")
         for name, value in list(bound.arguments.items()):
             param = by_name[name]
             if param.kind is inspect.Parameter.VAR_POSITIONAL:

@@ -139,6 +139,29 @@ def test_abort_while_paused_stops_queue(service) -> None:
     assert client.delete(f"/tasks/{nxt}", headers=AUTH).json()["state"] == "removed"
 
 
+def test_metadata_is_passed_as_an_object_of_values(service) -> None:
+    """``md`` (``dict[str, Any] | None``) takes a JSON object whose strings are values, even
+    one that names a device; the run's start carries it."""
+    client, _, docs = service
+    md = {"sample": "det", "operator": "ada", "temperature_K": 4.2}
+    reply = client.post("/tasks", json={"plan": "count", "args": [["det"]], "kwargs": {"md": md}},
+                        headers=AUTH)  # fmt: skip
+    assert reply.status_code == 201, reply.text
+    task = wait_for(client, reply.json()["task_id"], ("completed", "failed"))
+    assert task["state"] == "completed", task
+    (start,) = [d for n, d in docs if n == "start"]
+    assert {k: start[k] for k in md} == md
+    plans = {p["name"]: p for p in client.get("/plans").json()}
+    assert "device name" not in str(plans["count"]["schema"]["properties"]["md"])
+    wrong = client.post("/tasks", json={"plan": "count", "args": [["det"]], "kwargs": {"md": [1]}},
+                        headers=AUTH)  # fmt: skip
+    assert wrong.status_code == 422 and "'md'" in wrong.text, wrong.text
+    for key in ("task_id", "uid"):  # the run's task is the engine's record; a uid fails the run
+        body = {"plan": "count", "args": [["det"]], "kwargs": {"md": {key: "mine"}}}
+        taken = client.post("/tasks", json=body, headers=AUTH)
+        assert taken.status_code == 422 and f"'{key}' is set by the engine" in taken.text
+
+
 @pytest.mark.parametrize(
     ("body", "needle"),
     [
