@@ -160,6 +160,7 @@ def run_writer(write: Callable[[str, dict], None], tick: Callable[[], None], doc
         write(*stop)
     done = time.perf_counter()
     return {
+        "uid": uid,
         "stream_datum_per_s": round(frames / (visible - first_datum)),
         "handed_over_per_s": round(frames / (handed_over - first_datum)),
         "last_datum_to_readable_s": round(visible - last_datum, 3),
@@ -167,6 +168,17 @@ def run_writer(write: Callable[[str, dict], None], tick: Callable[[], None], doc
         "stop_s": round(done - (stopped_at or visible), 3),
         "total_s": round(done - began, 2),
     }
+
+
+def check_cost(tiled: httpx.Client, catalog: str, uid: str, frames: int) -> float:
+    """The median time of the readability check itself on a finished run (Tiled reading the
+    last frame): a part of every writer's ``last_datum_to_readable_s`` that no writer saves."""
+    times = []
+    for _ in range(5):
+        began = time.perf_counter()
+        assert readable(tiled, f"{catalog}/{uid}/primary/{DATA_KEY}", frames)
+        times.append(time.perf_counter() - began)
+    return round(statistics.median(times), 3)
 
 
 def medians(runs: list[dict]) -> dict:
@@ -243,6 +255,8 @@ def main() -> None:
             results["tiledwriter"].append(run_writer(ref, lambda: None, renamed(template), tiled,
                                                      "reference", args.live_wait))  # fmt: skip
         out.update({writer: medians(runs) for writer, runs in results.items()})
+        out["readable_check_s"] = check_cost(tiled, "ours", results["ours"][-1]["uid"],
+                                             args.frames)  # fmt: skip
         if args.batch_size_1_frames:
             connect_catalog(url, key, "reference-1")
             ref1 = TiledWriter(from_uri(url, api_key=key)["reference-1"], batch_size=1)
