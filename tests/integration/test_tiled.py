@@ -242,10 +242,16 @@ def test_bad_input_is_recorded_and_other_runs_are_untouched(tiled_server) -> Non
 
 
 def test_tiled_stopped_mid_run_and_started_again(kafka_bootstrap, new_topic, tmp_path,
-                                                 caplog) -> None:  # fmt: skip
+                                                 caplog, monkeypatch) -> None:  # fmt: skip
+    import tiled.client.utils
+
     from runstream.settings import LocalSettings
     from runstream.tiledserver import LocalTiled
     from tests.kafka_tools import free_port
+
+    # tiled's client retries for TILED_RETRY_TIMEOUT (45 s) before the writer's own layer,
+    # the one under test, takes over: a user may set it shorter, and the test does
+    monkeypatch.setattr(tiled.client.utils, "TILED_RETRY_TIMEOUT", 5.0)
 
     server = LocalTiled(LocalSettings(home=tmp_path / "tiled-home", tiled_port=free_port()))
     url, key = server.up(), server.api_key()
