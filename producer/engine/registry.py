@@ -231,15 +231,16 @@ class PlanRegistry:
         missing = [p.name for p in entry.parameters if p.required and p.name not in bound.arguments]
         if missing:
             raise RequestError(f"plan {plan!r}: missing required argument {missing[0]!r}")
-        taken = sorted(set(kwargs.get("md") or ()) & ENGINE_METADATA)
-        if taken and isinstance(kwargs["md"], dict):
-            raise RequestError(f"plan {plan!r}: argument 'md': {taken[0]!r} is set by the engine")
         for name, value in list(bound.arguments.items()):
             param = by_name[name]
             if param.kind is inspect.Parameter.VAR_POSITIONAL:
                 bound.arguments[name] = tuple(self._value(plan, param, v) for v in value)
             else:
                 bound.arguments[name] = self._value(plan, param, value)
+        md = bound.arguments.get("md")
+        taken = sorted(ENGINE_METADATA.intersection(md)) if isinstance(md, dict) else []
+        if taken:
+            raise RequestError(f"plan {plan!r}: argument 'md': {taken[0]!r} is set by the engine")
         if "hw" in sig.parameters:
             bound.arguments["hw"] = self.hw
         return entry.func(*bound.args, **bound.kwargs)

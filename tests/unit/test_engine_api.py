@@ -153,9 +153,10 @@ def test_metadata_is_passed_as_an_object_of_values(service) -> None:
     assert {k: start[k] for k in md} == md
     plans = {p["name"]: p for p in client.get("/plans").json()}
     assert "device name" not in str(plans["count"]["schema"]["properties"]["md"])
-    wrong = client.post("/tasks", json={"plan": "count", "args": [["det"]], "kwargs": {"md": [1]}},
-                        headers=AUTH)  # fmt: skip
-    assert wrong.status_code == 422 and "'md'" in wrong.text, wrong.text
+    for wrong_md in ([1], [["uid"]], "uid"):
+        body = {"plan": "count", "args": [["det"]], "kwargs": {"md": wrong_md}}
+        wrong = client.post("/tasks", json=body, headers=AUTH)
+        assert wrong.status_code == 422 and "'md'" in wrong.text, wrong.text
     for key in ("task_id", "uid"):  # the run's task is the engine's record; a uid fails the run
         body = {"plan": "count", "args": [["det"]], "kwargs": {"md": {key: "mine"}}}
         taken = client.post("/tasks", json=body, headers=AUTH)
