@@ -50,6 +50,7 @@ from runstream.producer import KafkaPublisher, lineage
 from runstream.producer.plans import sim_hw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.benchmarks.cpu import cpu_seconds
 from tests.kafka_tools import create_topic, unique_prefix
 from tests.waiting import eventually
 from tests.web_tools import chromium, web_process
@@ -63,11 +64,6 @@ FRAME_TIMES = """(ms) => new Promise((done) => {
   }
   requestAnimationFrame(tick);
 })"""
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def ten_runs(points: int, gate: threading.Event, hw) -> object:

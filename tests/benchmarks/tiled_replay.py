@@ -6,7 +6,6 @@ this process and the Tiled server, apart."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from runstream.consumers.metrics import ConsumerMetrics
 from runstream.consumers.router import Router
 from runstream.settings import LocalSettings
 from runstream.tiledserver import LocalTiled
+from tests.benchmarks.cpu import cpu_seconds
 from tests.kafka_tools import free_port
 
 Documents = list[tuple[str, dict]]
@@ -73,9 +73,7 @@ def replay(router: Callable[[str, dict], None], backlog: Iterable[Documents]) ->
 
 def server_cpu_s(home: Path) -> float:
     """CPU seconds the local Tiled server under ``home`` has used so far (Linux's /proc)."""
-    pid = json.loads((home / "tiled" / "server.json").read_text())["pid"]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(json.loads((home / "tiled" / "server.json").read_text())["pid"])
 
 
 def replay_costs(router: Callable[[str, dict], None], backlog: Iterable[Documents],
